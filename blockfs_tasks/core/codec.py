@@ -1,0 +1,126 @@
+"""Block codecs: Blosc compression of (z, y, x) arrays and the block checksum.
+
+The codec contract is small: ``encode(array) -> bytes`` stores a C-ordered
+array as one Blosc1 frame; ``decode(data, shape) -> array`` gives it back.
+The frame is what both format versions store, so blocks written by the original
+blockfs decode here unchanged. Blosc frames carry no checksum, so the index keeps
+a CRC-32C of the stored bytes (:func:`checksum`).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import google_crc32c
+import numpy as np
+from numcodecs import blosc
+
+from .errors import ConfigurationError, FormatError
+
+
+class Compression(enum.Enum):
+    """Blosc compressor names; the values are those of the original blockfs."""
+
+    zstd = 1
+    blosclz = 2
+    lz4 = 3
+    lz4hc = 4
+    zlib = 5
+    snappy = 6
+
+
+# Blosc1 frame header: version, versionlz, flags, typesize (4 x u8), then
+# u32 nbytes (raw), u32 blocksize, u32 cbytes (whole frame), little-endian.
+_BLOSC_HEADER = struct.Struct("<4xIII")
+
+SUPPORTED_DTYPES = tuple(
+    np.dtype(name)
+    for name in (
+        "uint8", "uint16", "uint32", "uint64",
+        "int8", "int16", "int32", "int64",
+        "float32", "float64",
+    )
+)
+
+
+def available_compressors() -> list[str]:
+    """Blosc compressors this installation can encode with."""
+    return list(blosc.list_compressors())
+
+
+def checksum(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, hardware accelerated where possible."""
+    return google_crc32c.value(data)
+
+
+def check_dtype(dtype: object) -> np.dtype:
+    """Return ``dtype`` as a numpy dtype, or raise if blockfs cannot store it."""
+    try:
+        result = np.dtype(dtype)
+    except TypeError as e:
+        raise ConfigurationError(f"Expected a numpy dtype. Got {dtype!r} instead.") from e
+    if result.newbyteorder("=") not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise ConfigurationError(f"Expected one of the dtypes {names}. Got {result} instead.")
+    return result
+
+
+@dataclass(frozen=True)
+class BlockCodec:
+    """Blosc settings of a volume: compressor name, level 0-9, byte shuffle."""
+
+    compression: str = "zstd"
+    level: int = 5
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        name = self.compression
+        if isinstance(name, Compression):
+            object.__setattr__(self, "compression", name.name)
+            name = name.name
+        if name not in Compression.__members__:
+            raise ConfigurationError(
+                f"Expected a compression in {list(Compression.__members__)}. Got {name!r} instead."
+            )
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, np.integer)) or not 0 <= self.level <= 9:
+            raise ConfigurationError(
+                f"Expected a compression level from the inclusive range (0, 9). Got {self.level!r} instead."
+            )
+        object.__setattr__(self, "level", int(self.level))
+
+    def encode(self, array: np.ndarray) -> bytes:
+        """Compress a C-contiguous array into one Blosc frame."""
+        if self.compression not in available_compressors():
+            raise ConfigurationError(
+                f"The Blosc compressor {self.compression!r} is not available in this "
+                f"installation; available: {available_compressors()}."
+            )
+        shuffle = blosc.SHUFFLE if self.shuffle else blosc.NOSHUFFLE
+        return blosc.compress(
+            np.ascontiguousarray(array), self.compression.encode(), self.level, shuffle
+        )
+
+    @staticmethod
+    def decode(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """Decompress one Blosc frame into a new array of ``shape``.
+
+        Any Blosc frame decodes, whatever compressor wrote it, so this needs no
+        settings: the frame header carries them.
+        """
+        out = np.empty(shape, dtype)
+        if len(data) < _BLOSC_HEADER.size:
+            raise FormatError(f"{len(data)} bytes is too short for a Blosc frame")
+        nbytes, _, cbytes = _BLOSC_HEADER.unpack_from(data)
+        if cbytes != len(data) or nbytes != out.nbytes:
+            raise FormatError(
+                f"Blosc frame of {len(data)} bytes says it holds {cbytes} compressed and "
+                f"{nbytes} raw bytes; expected {len(data)} and {out.nbytes} "
+                f"(shape {shape}, dtype {np.dtype(dtype)})"
+            )
+        try:
+            blosc.decompress(data, out)
+        except Exception as e:
+            raise FormatError(f"corrupt Blosc frame ({len(data)} bytes)") from e
+        return out

@@ -1,0 +1,576 @@
+"""``Directory``: the live API of a blockfs volume (create, write, close, open, read).
+
+Writing needs no writer processes and no locks. Every process that calls
+:meth:`Directory.write_block` compresses the block itself (so compression runs
+on every core the caller uses), appends it to a block file that only this
+process writes, and commits it with one entry in the shared journal before the
+call returns. A block is therefore safe once ``write_block`` has returned,
+even if the process is then terminated (as ``multiprocessing.Pool`` does on
+leaving its ``with`` block). :meth:`Directory.close`, in the process that
+created the volume, merges the journal into the directory file atomically.
+
+Example (coordinates are voxel offsets x, y, z; blocks are (z, y, x) arrays)::
+
+    d = Directory(1024, 1024, 1024, np.uint16, "volume.blockfs")
+    d.create()
+    d.write_block(np.zeros((64, 64, 64), np.uint16), 128, 64, 0)
+    d.close()
+    Directory.open("volume.blockfs").read_block(128, 64, 0)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from . import format as fmt
+from .atomic import fsync_folder, fsync_path, published, write_atomically
+from .blockfile import (
+    BlockFileAppender,
+    BlockFileReader,
+    block_file_name,
+    block_file_number,
+    journal_name,
+)
+from .codec import BlockCodec, Compression
+from .errors import (
+    BlockDTypeError,
+    BlockShapeError,
+    OutOfBoundsError,
+    ReadOnlyError,
+    WriterDiedError,
+)
+from .grid import BlockGrid
+from .parallel import bounded_map
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("r", "r+")
+
+
+def as_storable(block: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """``block`` as a C-ordered little-endian array of ``dtype``, or raise if that loses data.
+
+    Safe casts always pass; an integer block of a wider integer dtype passes
+    when all its values fit (``np.random.randint`` gives int64, for instance).
+    """
+    block = np.asarray(block)
+    if block.dtype != dtype and not np.can_cast(block.dtype, dtype, "safe"):
+        fits = False
+        if block.dtype.kind in "iu" and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            fits = block.size == 0 or (int(block.min()) >= info.min and int(block.max()) <= info.max)
+        if not fits:
+            raise BlockDTypeError(
+                f"{where}: a block of dtype {block.dtype} cannot be stored as {dtype.name} without loss"
+            )
+    return np.ascontiguousarray(block, dtype=dtype)
+
+
+def resolve_block_path(directory_path: str, name: str) -> str:
+    """Where a block file named in a directory file is now.
+
+    Relative names are relative to the directory file's folder. An absolute
+    name that no longer exists (a format 1.0.0 volume copied off a cluster)
+    falls back to the file of the same name beside the directory file.
+    """
+    folder = os.path.dirname(directory_path)
+    if not os.path.isabs(name):
+        return os.path.join(folder, name)
+    if os.path.exists(name):
+        return name
+    return os.path.join(folder, os.path.basename(name))
+
+
+def volume_files(directory_path: str) -> list[str]:
+    """Every block, fragment and journal file of a volume that exists now."""
+    base = os.path.basename(directory_path)
+    pattern = re.compile(re.escape(base) + r"\.(\d+(\.fragment)?|journal)")
+    folder = os.path.dirname(directory_path) or "."
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if pattern.fullmatch(f)
+    )
+
+
+class Directory:
+    """A blockfs volume: a directory file and the block files beside it.
+
+    Parameters
+    ----------
+    x_extent, y_extent, z_extent
+        Volume size in voxels (XYZ order).
+    dtype
+        Voxel type: (u)int8/16/32/64 or float32/64.
+    directory_filename
+        Path of the directory file; block files are created beside it.
+    x_block_size, y_block_size, z_block_size
+        Block size in voxels (XYZ order).
+    compression
+        Blosc compressor: a name ("zstd", "lz4", "lz4hc", "blosclz", "zlib",
+        "snappy") or a :class:`Compression`.
+    compression_level
+        Blosc level, 0-9.
+    metadata
+        The application's own JSON-serializable dictionary, kept in the directory.
+    shuffle
+        Blosc byte shuffle (on by default; it helps integer images a lot).
+    """
+
+    def __init__(
+        self,
+        x_extent: int,
+        y_extent: int,
+        z_extent: int,
+        dtype: Any,
+        directory_filename: str | os.PathLike[str],
+        x_block_size: int = 64,
+        y_block_size: int = 64,
+        z_block_size: int = 64,
+        compression: str | Compression = "zstd",
+        compression_level: int = 5,
+        metadata: dict[str, Any] | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        grid = BlockGrid((x_extent, y_extent, z_extent), (x_block_size, y_block_size, z_block_size))
+        codec = BlockCodec(compression, compression_level, shuffle)
+        self._init(fmt.VolumeSpec(grid, dtype, codec, dict(metadata or {})), directory_filename)
+
+    def _init(self, spec: fmt.VolumeSpec, path: str | os.PathLike[str]) -> None:
+        self.spec = spec
+        self.directory_filename = os.path.abspath(os.fspath(path))
+        self.version = fmt.VERSION
+        self._mode = "new"
+        self._owner_pid = os.getpid()
+        self._index: np.ndarray | None = None
+        self._block_names: list[str] = []
+        self._reader: BlockFileReader | None = None
+        self._appender: BlockFileAppender | None = None
+        self._journal_seen = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ----------------------------------------------------------- properties
+    @property
+    def grid(self) -> BlockGrid:
+        """The volume's block grid."""
+        return self.spec.grid
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Volume shape in (z, y, x) order."""
+        return self.spec.grid.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Voxel dtype."""
+        return self.spec.dtype
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The application's own metadata."""
+        return self.spec.metadata
+
+    x_extent = property(lambda self: self.spec.grid.extent_xyz[0], doc="Extent in x.")
+    y_extent = property(lambda self: self.spec.grid.extent_xyz[1], doc="Extent in y.")
+    z_extent = property(lambda self: self.spec.grid.extent_xyz[2], doc="Extent in z.")
+    x_block_size = property(lambda self: self.spec.grid.block_xyz[0], doc="Block size in x.")
+    y_block_size = property(lambda self: self.spec.grid.block_xyz[1], doc="Block size in y.")
+    z_block_size = property(lambda self: self.spec.grid.block_xyz[2], doc="Block size in z.")
+    compression = property(lambda self: self.spec.codec.compression, doc="Blosc compressor name.")
+    compression_level = property(lambda self: self.spec.codec.level, doc="Blosc level.")
+
+    @property
+    def block_filenames(self) -> list[str]:
+        """Paths of the block files the directory refers to."""
+        self._load()
+        return [resolve_block_path(self.directory_filename, n) for n in self._block_names]
+
+    @property
+    def index(self) -> np.ndarray:
+        """The index: one entry (offset, size, file, crc32c) per block position; file 0 = absent."""
+        self._load()
+        return self._index  # type: ignore[return-value]
+
+    @property
+    def writable(self) -> bool:
+        """True while blocks may be written."""
+        return self._mode == "w"
+
+    def get_block_size(self, x: int, y: int, z: int) -> tuple[int, int, int]:
+        """Shape (z, y, x) of the block starting at voxel (x, y, z)."""
+        self.grid.check_origin(x, y, z)
+        return self.grid.block_shape_at(x, y, z)
+
+    def __repr__(self) -> str:
+        return (
+            f"Directory({self.directory_filename!r}, shape(z,y,x)={self.shape}, "
+            f"dtype={self.dtype.name}, block(x,y,z)={self.grid.block_xyz}, mode={self._mode!r})"
+        )
+
+    # -------------------------------------------------------- create / open
+    def create(self) -> None:
+        """Create an empty volume, replacing any volume at the same path.
+
+        In a child that ``spawn`` or ``forkserver`` is starting, the main
+        script's top level runs again; a ``create()`` there joins the parent's
+        volume instead of wiping the blocks the parent's workers are writing.
+        """
+        if _in_spawned_child_bootstrap():
+            self._mode, self._owner_pid = "w", multiprocessing.parent_process().pid  # type: ignore[union-attr]
+            logger.debug("%s: spawned child joins the parent's volume", self.directory_filename)
+            return
+        path = self.directory_filename
+        for old in volume_files(path):
+            os.unlink(old)
+        empty = np.zeros(self.grid.n_blocks, fmt.INDEX_DTYPE)
+        write_atomically(path, [fmt.encode_directory_header(self.spec, [], empty), empty])
+        self._start_journal()
+        self._index, self._block_names = empty, []
+        self._mode, self._owner_pid = "w", os.getpid()
+        logger.debug("created %r", self)
+
+    def _start_journal(self) -> None:
+        """Create the journal, atomically, unless another process already has."""
+        journal = journal_name(self.directory_filename)
+        with published(journal + ".new") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(fmt.encode_fragment_header(self.spec))
+        try:
+            os.link(journal + ".new", journal)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(journal + ".new")
+        self._journal_seen = 0
+
+    @classmethod
+    def open(cls, directory_filename: str | os.PathLike[str], mode: str = "r") -> Directory:
+        """Open an existing volume, read-only (``"r"``) or to add blocks (``"r+"``).
+
+        A journal left by a writer session that never closed (a crash) is
+        replayed, so every block it committed reads back.
+        """
+        if mode not in _MODES:
+            raise ValueError(f"Invalid mode {mode!r}; expected one of {_MODES}")
+        self = cls.__new__(cls)
+        contents = fmt.read_directory(os.fspath(directory_filename))
+        self._init(contents.spec, directory_filename)
+        self._apply_contents(contents)
+        if mode == "r+":
+            if self.version != fmt.VERSION:
+                raise ReadOnlyError(
+                    f"{self.directory_filename}: format {self.version} volumes are read-only; "
+                    f"copy the data into a new volume to add blocks"
+                )
+            self._start_journal()
+            self._mode = "w"
+        else:
+            self._mode = "r"
+        self._replay_journal()
+        return self
+
+    def _apply_contents(self, contents: fmt.DirectoryContents) -> None:
+        self.version = contents.version
+        self._index = contents.index
+        self._block_names = contents.block_files
+        self._reader = BlockFileReader(self.block_filenames, contents.has_checksums)
+
+    def _load(self) -> None:
+        """Load the directory (after unpickling, a Directory carries only its spec)."""
+        if self._index is None:
+            self._apply_contents(fmt.read_directory(self.directory_filename))
+            self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        """Merge journal entries committed since the last look into the in-memory index."""
+        journal = journal_name(self.directory_filename)
+        try:
+            size = os.path.getsize(journal)
+        except FileNotFoundError:
+            return
+        if size == self._journal_seen:
+            return
+        fragment = fmt.read_fragment(journal, strict=False)
+        self._journal_seen = size
+        if not fragment.spec.same_volume(self.spec):
+            logger.warning("%s: ignoring a journal written for another volume", journal)
+            return
+        self._merge(fragment.entries)
+
+    def _merge(self, entries: np.ndarray) -> None:
+        """Apply entries (commit order) to the index; file numbers become list indexes."""
+        entries = fmt.newest_entries(entries)
+        if len(entries) == 0:
+            return
+        index = np.array(self._index, copy=True)
+        names = list(self._block_names)
+        slot_of = {n: i for i, n in enumerate(names)}
+        file_column = np.empty(len(entries), np.uint32)
+        for number in np.unique(entries["file"]):
+            name = os.path.basename(block_file_name(self.directory_filename, int(number)))
+            if name not in slot_of:
+                slot_of[name] = len(names)
+                names.append(name)
+            file_column[entries["file"] == number] = slot_of[name] + 1
+        positions = entries["position"].astype(np.int64)
+        if positions.max() >= len(index):
+            raise OutOfBoundsError(
+                f"{journal_name(self.directory_filename)}: block position {positions.max()} "
+                f"outside the volume's {len(index)} blocks"
+            )
+        index["offset"][positions] = entries["offset"]
+        index["size"][positions] = entries["size"]
+        index["file"][positions] = file_column
+        index["crc32c"][positions] = entries["crc32c"]
+        self._index, self._block_names = index, names
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = BlockFileReader(self.block_filenames, True)
+
+    # ---------------------------------------------------------------- write
+    def start_writer_processes(self, queue_depth: int = 10) -> None:
+        """Kept for the original API: writing needs no writer processes.
+
+        Each process that writes compresses and appends its own blocks, so
+        there is nothing to start; this only checks the volume is writable.
+        """
+        del queue_depth
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        if self._mode != "w":
+            state = "closed" if self._mode == "closed" else "read-only" if self._mode == "r" else "not created"
+            raise ReadOnlyError(f"{self.directory_filename}: the volume is {state}; cannot write blocks")
+
+    def write_block(self, block: np.ndarray, x: int, y: int, z: int) -> None:
+        """Write the block whose first voxel is (x, y, z); it is committed on return.
+
+        ``block`` is a (z, y, x) array of the block's shape (truncated at the
+        volume's edges, see :meth:`get_block_size`).
+        """
+        self._check_writable()
+        position = self.grid.position(x, y, z)
+        where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
+        expected = self.grid.block_shape_at(x, y, z)
+        if tuple(np.shape(block)) != expected:
+            raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
+        data = self.spec.codec.encode(as_storable(block, self.dtype, where))
+        self._process_appender().append(position, data)
+
+    def write_blocks(
+        self, blocks: Iterable[tuple[np.ndarray, int, int, int]], n_threads: int | None = None
+    ) -> int:
+        """Write ``(block, x, y, z)`` items with ``n_threads`` compressing threads; return the count.
+
+        Blosc releases the GIL, so threads compress in parallel; at most twice
+        ``n_threads`` blocks are in flight, so memory stays bounded.
+        """
+        n = 0
+        for _ in bounded_map(lambda item: self.write_block(*item), blocks, n_threads or os.cpu_count() or 1):
+            n += 1
+        return n
+
+    def _process_appender(self) -> BlockFileAppender:
+        appender = self._appender
+        if appender is None or appender.pid != os.getpid():
+            appender = BlockFileAppender(self.directory_filename)
+            appender.pid = os.getpid()  # type: ignore[attr-defined]
+            self._appender = appender
+        return appender
+
+    def close(self) -> None:
+        """Commit every block written so far into the directory file.
+
+        In the process that created (or opened ``"r+"``) the volume this merges
+        the journal into a new directory file, published atomically; in any
+        other process it only closes that process's own block file. Raises
+        :class:`WriterDiedError` (after committing every intact block) when a
+        writer stopped in the middle of a block.
+        """
+        appender, self._appender = self._appender, None
+        if appender is not None and getattr(appender, "pid", None) == os.getpid():
+            appender.close()
+        if self._mode != "w" or os.getpid() != self._owner_pid:
+            self._release()
+            return
+        journal = journal_name(self.directory_filename)
+        self._journal_seen = 0
+        old_names = set(self._block_names)
+        self._replay_journal()
+        all_entries = fmt.read_fragment(journal, strict=False).entries if os.path.exists(journal) else None
+        new_names = [n for n in self._block_names if n not in old_names]
+        for name in new_names:
+            fsync_path(resolve_block_path(self.directory_filename, name))
+        index = np.ascontiguousarray(self._index)
+        write_atomically(
+            self.directory_filename,
+            [fmt.encode_directory_header(self.spec, self._block_names, index), index],
+        )
+        torn = self._torn_block_files(old_names, all_entries)
+        if os.path.exists(journal):
+            os.unlink(journal)
+            fsync_folder(journal)
+        self._mode = "closed"
+        self._release()
+        if torn:
+            raise WriterDiedError(
+                "a writer stopped in the middle of a block; these blocks were not committed "
+                "(every committed block is intact): " + "; ".join(torn)
+            )
+
+    def _torn_block_files(self, old_names: set[str], entries: np.ndarray | None) -> list[str]:
+        """Block files of this session with bytes past their last committed block."""
+        ends: dict[int, int] = {}
+        if entries is not None and len(entries):
+            for number in np.unique(entries["file"]):
+                mine = entries[entries["file"] == number]
+                ends[int(number)] = int((mine["offset"] + mine["size"]).max())
+        torn = []
+        for path in volume_files(self.directory_filename):
+            number = block_file_number(self.directory_filename, path)
+            if number is None or os.path.basename(path) in old_names:
+                continue
+            size = os.path.getsize(path)
+            if size > ends.get(number, 0):
+                torn.append(f"{path}: {size - ends.get(number, 0)} uncommitted bytes at the end")
+        return torn
+
+    def _release(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if self._index is not None:
+            self._reader = BlockFileReader(self.block_filenames, self.version == fmt.VERSION)
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mode == "w" and exc[0] is None:
+            self.close()
+        else:
+            self._release()
+            if self._reader is not None:
+                self._reader.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle only the spec, path and mode: another process reopens the files."""
+        return {
+            "spec": self.spec,
+            "path": self.directory_filename,
+            "mode": self._mode,
+            "owner": self._owner_pid,
+            "version": self.version,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._init(state["spec"], state["path"])
+        self._mode, self._owner_pid, self.version = state["mode"], state["owner"], state["version"]
+
+    # ----------------------------------------------------------------- read
+    def _entry(self, x: int, y: int, z: int) -> np.void:
+        if self._index is None:
+            self._load()
+        elif self._mode == "w":
+            self._replay_journal()
+        return self._index[self.grid.position(x, y, z)]  # type: ignore[index]
+
+    def read_block(self, x: int, y: int, z: int) -> np.ndarray:
+        """The (z, y, x) block whose first voxel is (x, y, z); zeros if never written."""
+        entry = self._entry(x, y, z)
+        shape = self.grid.block_shape_at(x, y, z)
+        if entry["file"] == 0:
+            return np.zeros(shape, self.dtype)
+        if self._reader is None:
+            self._reader = BlockFileReader(self.block_filenames, self.version == fmt.VERSION)
+        return self._reader.read(entry, self.dtype, shape, f"block at (x, y, z) = ({x}, {y}, {z})")
+
+    def has_block(self, x: int, y: int, z: int) -> bool:
+        """True if the block at (x, y, z) was written."""
+        return bool(self._entry(x, y, z)["file"])
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """Origins (x, y, z) of the blocks present, in position order."""
+        self._load()
+        for position in np.flatnonzero(self._index["file"]):  # type: ignore[index]
+            yield self.grid.origin(int(position))
+
+    def __len__(self) -> int:
+        """Number of blocks present."""
+        self._load()
+        return int(np.count_nonzero(self._index["file"]))  # type: ignore[index]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Read any (z, y, x) region with numpy slicing, touching only the blocks it needs."""
+        slices, squeeze = _normalize_key(key, self.shape)
+        (z0, z1, zs), (y0, y1, ys), (x0, x1, xs) = slices
+        box = (max(z1, z0), max(y1, y0), max(x1, x0))
+        out = np.zeros((box[0] - z0, box[1] - y0, box[2] - x0), self.dtype)
+        origins = list(self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2])) if out.size else []
+
+        def fill(origin: tuple[int, int, int]) -> None:
+            bx, by, bz = origin
+            block = self.read_block(bx, by, bz)
+            sz, sy, sx = block.shape
+            zz = slice(max(z0, bz), min(box[0], bz + sz))
+            yy = slice(max(y0, by), min(box[1], by + sy))
+            xx = slice(max(x0, bx), min(box[2], bx + sx))
+            out[zz.start - z0 : zz.stop - z0, yy.start - y0 : yy.stop - y0, xx.start - x0 : xx.stop - x0] = block[
+                zz.start - bz : zz.stop - bz, yy.start - by : yy.stop - by, xx.start - bx : xx.stop - bx
+            ]
+
+        if len(origins) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blockfs-read")
+            list(self._pool.map(fill, origins))
+        elif origins:
+            fill(origins[0])
+        result = out[:: zs, :: ys, :: xs]
+        return result[squeeze] if squeeze else result
+
+
+def _in_spawned_child_bootstrap() -> bool:
+    """True while a spawned child re-imports the main script (multiprocessing's own test)."""
+    return multiprocessing.parent_process() is not None and getattr(
+        multiprocessing.current_process(), "_inheriting", False
+    )
+
+
+def _normalize_key(key: Any, shape: tuple[int, int, int]) -> tuple[list[tuple[int, int, int]], tuple]:
+    """Turn a numpy-style (z, y, x) key into (start, stop, step) per axis."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+    if len(key) > 3:
+        raise OutOfBoundsError(f"too many indices for a 3-D volume: {len(key)}")
+    key = key + (slice(None),) * (3 - len(key))
+    out, squeeze = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise OutOfBoundsError(f"index {k} is out of bounds for axis {'zyx'[axis]} of size {n}")
+            out.append((i, i + 1, 1))
+            squeeze.append(0)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 1:
+                raise OutOfBoundsError("negative or zero steps are not supported in volume reads")
+            out.append((start, max(stop, start), step))
+            squeeze.append(slice(None))
+        else:
+            raise OutOfBoundsError(f"unsupported index {k!r}: use integers and slices")
+    return out, (tuple(squeeze) if 0 in squeeze else ())

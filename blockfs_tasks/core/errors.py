@@ -1,0 +1,61 @@
+"""The exception tree of blockfs_tasks.
+
+Every error raised on purpose derives from :class:`BlockfsError` and from the
+built-in exception a caller would naturally catch (``ValueError``,
+``IndexError``, ``FileNotFoundError``...), so ``except ValueError`` keeps working
+for code that does not know about this package.
+"""
+
+from __future__ import annotations
+
+
+class BlockfsError(Exception):
+    """Base for every error raised on purpose."""
+
+
+class FormatError(BlockfsError, ValueError):
+    """A file that is not blockfs, or a malformed or truncated one."""
+
+
+class UnsupportedVersionError(FormatError):
+    """A directory file of a format version this reader does not know."""
+
+
+class BlockShapeError(BlockfsError, ValueError):
+    """A block whose shape does not match its place in the volume."""
+
+
+class BlockDTypeError(BlockfsError, TypeError):
+    """A block whose dtype cannot be stored in the volume without loss."""
+
+
+class OutOfBoundsError(BlockfsError, IndexError):
+    """Coordinates outside the volume or off the block grid."""
+
+
+class ReadOnlyError(BlockfsError, PermissionError):
+    """A write to a volume opened read-only, or already closed."""
+
+
+class MissingFileError(BlockfsError, FileNotFoundError):
+    """A directory, block or fragment file that should exist does not."""
+
+
+class VolumeExistsError(BlockfsError, FileExistsError):
+    """A destination that already holds a file of the volume being written."""
+
+
+class TruncatedFileError(FormatError):
+    """A file shorter than its index says it is."""
+
+
+class ChecksumError(BlockfsError, ValueError):
+    """Stored bytes whose checksum does not match the index."""
+
+
+class WriterDiedError(BlockfsError, RuntimeError):
+    """A writer stopped in the middle of a block: that block was not committed."""
+
+
+class ConfigurationError(BlockfsError, ValueError):
+    """An invalid parameter: codec, level, block size, extent, dtype."""
