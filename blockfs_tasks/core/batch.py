@@ -1,0 +1,186 @@
+"""The batch API: one batch of blocks = one block file + one fragment, published atomically.
+
+This is what a Luigi task writes. Batch ``k`` of the volume ``vol.blockfs``
+appends its blocks to a temporary block file, then publishes
+``vol.blockfs.<k>`` and, last, the fragment ``vol.blockfs.<k>.fragment``
+(fsynced before each rename). The fragment is the batch's checkpoint: it
+exists only once every block it lists is durable. Running a batch again
+overwrites its own two files and nothing else.
+
+:func:`build_directory` merges the fragments into the directory file (the
+index is filled by numpy, one fragment at a time, so memory stays about the
+size of the index) and publishes it atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import format as fmt
+from .atomic import fsync_folder, temporary_name, write_all, write_atomically
+from .blockfile import block_file_name, fragment_name
+from .codec import checksum
+from .directory import as_storable
+from .errors import BlockShapeError, FormatError, MissingFileError, TruncatedFileError
+from .parallel import bounded_map
+
+logger = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    """Writes batch ``number`` of a volume: its own block file and fragment.
+
+    Use as a context manager: leaving it normally commits the batch, an
+    exception discards it (the temporary files are removed).
+    """
+
+    def __init__(self, directory_path: str, spec: fmt.VolumeSpec, number: int) -> None:
+        self.directory_path = os.path.abspath(directory_path)
+        self.spec = spec
+        self.number = int(number)
+        self.block_path = block_file_name(self.directory_path, self.number)
+        self._tmp = temporary_name(self.block_path)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._offset = 0
+        self._entries: list[bytes] = []
+
+    def _encode(self, item: tuple[np.ndarray, int, int, int]) -> tuple[int, bytes]:
+        block, x, y, z = item
+        position = self.spec.grid.position(x, y, z)
+        where = f"{self.directory_path}: batch {self.number}: block at (x, y, z) = ({x}, {y}, {z})"
+        expected = self.spec.grid.block_shape_at(x, y, z)
+        if tuple(np.shape(block)) != expected:
+            raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
+        return position, self.spec.codec.encode(as_storable(block, self.spec.dtype, where))
+
+    def _append(self, position: int, data: bytes) -> None:
+        write_all(self._fd, data)
+        self._entries.append(fmt.encode_entry(position, self.number, self._offset, len(data), checksum(data)))
+        self._offset += len(data)
+
+    def write_block(self, block: np.ndarray, x: int, y: int, z: int) -> None:
+        """Add the (z, y, x) block whose first voxel is (x, y, z) to the batch."""
+        self._append(*self._encode((block, x, y, z)))
+
+    def write_blocks(self, items: Iterable[tuple[np.ndarray, int, int, int]], n_threads: int = 1) -> int:
+        """Add ``(block, x, y, z)`` items, compressing on ``n_threads`` threads; return the count."""
+        n = 0
+        for position, data in bounded_map(self._encode, items, n_threads):
+            self._append(position, data)
+            n += 1
+        return n
+
+    def commit(self) -> None:
+        """Publish the block file, then the fragment that makes the batch complete."""
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self.block_path)
+        fsync_folder(self.block_path)
+        write_atomically(
+            fragment_name(self.directory_path, self.number),
+            [fmt.encode_fragment_header(self.spec), b"".join(self._entries)],
+        )
+        logger.debug("committed batch %d: %d blocks", self.number, len(self._entries))
+
+    def abort(self) -> None:
+        """Discard the batch: nothing it wrote stays."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def batch_complete(directory_path: str, number: int, spec: fmt.VolumeSpec | None = None) -> bool:
+    """True when batch ``number`` is committed (and, given ``spec``, written for that volume)."""
+    path = fragment_name(os.path.abspath(directory_path), number)
+    if not os.path.exists(path):
+        return False
+    if spec is None:
+        return True
+    try:
+        return read_fragment_spec(path).same_volume(spec)
+    except FormatError:
+        return False
+
+
+def read_fragment_spec(path: str) -> fmt.VolumeSpec:
+    """The volume spec in a fragment's header, without reading its entries."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    md_size, _ = fmt._read_header(path, head, fmt.FRAGMENT_MAGIC, "blockfs fragment file")
+    try:
+        return fmt.VolumeSpec.from_dict(json.loads(head[16 : 16 + md_size]), path)
+    except ValueError as e:
+        raise FormatError(f"{path}: fragment header is not valid: {e}") from e
+
+
+def build_directory(
+    directory_path: str,
+    spec: fmt.VolumeSpec,
+    numbers: Sequence[int],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Merge the fragments of batches ``numbers`` into the directory file; return blocks indexed.
+
+    Each fragment must have been written for ``spec`` and its block file must
+    hold every byte the fragment lists; otherwise a clear error names the file
+    and the directory is left as it was. For a position written by several
+    batches, the later batch in ``numbers`` wins.
+    """
+    directory_path = os.path.abspath(directory_path)
+    index = np.zeros(spec.grid.n_blocks, fmt.INDEX_DTYPE)
+    names: list[str] = []
+    for number in numbers:
+        path = fragment_name(directory_path, number)
+        fragment = fmt.read_fragment(path, strict=True)
+        if not fragment.spec.same_volume(spec):
+            raise FormatError(
+                f"{path}: fragment was written for another volume "
+                f"({fragment.spec.to_dict()}), expected {spec.to_dict()}"
+            )
+        entries = fmt.newest_entries(fragment.entries)
+        if len(entries):
+            if np.any(entries["file"] != number):
+                raise FormatError(f"{path}: entries point outside block file {number}")
+            if int(entries["position"].max()) >= len(index):
+                raise FormatError(f"{path}: block position outside the volume's {len(index)} blocks")
+            block_path = block_file_name(directory_path, number)
+            try:
+                size = os.path.getsize(block_path)
+            except FileNotFoundError as e:
+                raise MissingFileError(f"{block_path}: block file of a committed fragment is missing") from e
+            end = int((entries["offset"] + entries["size"]).max())
+            if size < end:
+                raise TruncatedFileError(f"{block_path}: block file is truncated: {size} bytes, fragment needs {end}")
+            names.append(os.path.basename(block_path))
+            positions = entries["position"].astype(np.int64)
+            index["offset"][positions] = entries["offset"]
+            index["size"][positions] = entries["size"]
+            index["crc32c"][positions] = entries["crc32c"]
+            index["file"][positions] = len(names)
+        if progress is not None:
+            progress(1)
+    used = np.unique(index["file"][index["file"] > 0])
+    if len(used) < len(names):  # batches entirely superseded by later ones
+        remap = np.zeros(len(names) + 1, np.uint32)
+        remap[used] = np.arange(1, len(used) + 1, dtype=np.uint32)
+        index["file"] = remap[index["file"]]
+        names = [names[i - 1] for i in used]
+    write_atomically(directory_path, [fmt.encode_directory_header(spec, names, index), index])
+    return int(np.count_nonzero(index["file"]))
