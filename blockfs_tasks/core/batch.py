@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +40,12 @@ class BatchWriter:
     exception discards it (the temporary files are removed).
     """
 
-    def __init__(self, directory_path: str, spec: fmt.VolumeSpec, number: int) -> None:
+    def __init__(
+        self, directory_path: str, spec: fmt.VolumeSpec, number: int, batch: dict[str, Any] | None = None
+    ) -> None:
         self.directory_path = os.path.abspath(directory_path)
         self.spec = spec
+        self.batch = batch
         self.number = int(number)
         self.block_path = block_file_name(self.directory_path, self.number)
         self._tmp = temporary_name(self.block_path)
@@ -84,7 +88,7 @@ class BatchWriter:
         fsync_folder(self.block_path)
         write_atomically(
             fragment_name(self.directory_path, self.number),
-            [fmt.encode_fragment_header(self.spec), b"".join(self._entries)],
+            [fmt.encode_fragment_header(self.spec, self.batch), b"".join(self._entries)],
         )
         logger.debug("committed batch %d: %d blocks", self.number, len(self._entries))
 
@@ -106,26 +110,37 @@ class BatchWriter:
             self.abort()
 
 
-def batch_complete(directory_path: str, number: int, spec: fmt.VolumeSpec | None = None) -> bool:
-    """True when batch ``number`` is committed (and, given ``spec``, written for that volume)."""
+def batch_complete(
+    directory_path: str,
+    number: int,
+    spec: fmt.VolumeSpec | None = None,
+    batch: dict[str, Any] | None = None,
+) -> bool:
+    """True when batch ``number`` is committed, for ``spec`` and ``batch`` when given.
+
+    Costs one small read, so a Luigi ``complete()`` stays cheap.
+    """
     path = fragment_name(os.path.abspath(directory_path), number)
     if not os.path.exists(path):
         return False
     if spec is None:
         return True
     try:
-        return read_fragment_spec(path).same_volume(spec)
-    except FormatError:
+        got_spec, got_batch = read_fragment_header(path)
+    except (FormatError, OSError):
         return False
+    return got_spec.same_volume(spec) and (batch is None or got_batch == json.loads(json.dumps(batch)))
 
 
-def read_fragment_spec(path: str) -> fmt.VolumeSpec:
-    """The volume spec in a fragment's header, without reading its entries."""
+def read_fragment_header(path: str) -> tuple[fmt.VolumeSpec, dict[str, Any] | None]:
+    """The volume spec and "Batch" of a fragment's header, without reading its entries."""
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    md_size, _ = fmt._read_header(path, head, fmt.FRAGMENT_MAGIC, "blockfs fragment file")
+        head = f.read(16)
+        md_size, _ = fmt._read_header(path, head, fmt.FRAGMENT_MAGIC, "blockfs fragment file")
+        raw = f.read(md_size)
     try:
-        return fmt.VolumeSpec.from_dict(json.loads(head[16 : 16 + md_size]), path)
+        md = json.loads(raw)
+        return fmt.VolumeSpec.from_dict(md, path), md.get("Batch")
     except ValueError as e:
         raise FormatError(f"{path}: fragment header is not valid: {e}") from e
 

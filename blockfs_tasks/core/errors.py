@@ -59,3 +59,15 @@ class WriterDiedError(BlockfsError, RuntimeError):
 
 class ConfigurationError(BlockfsError, ValueError):
     """An invalid parameter: codec, level, block size, extent, dtype."""
+
+
+class DestinationError(BlockfsError, OSError):
+    """An export destination that cannot be created, opened or written."""
+
+
+class DatasetMismatchError(BlockfsError, ValueError):
+    """An existing destination dataset whose shape, dtype, chunks or filters differ from the export's."""
+
+
+class RemoteRankError(BlockfsError, RuntimeError):
+    """Another MPI rank of the same run failed; its message is included."""

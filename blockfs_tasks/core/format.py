@@ -41,7 +41,8 @@ Fragment file (``vol.blockfs.<k>.fragment``, one per batch) and journal
     0       8       magic b"BFSFRAG\\0"
     8       4       u32 J, length of the JSON volume spec
     12      4       u32 H, offset of the first entry (16 + J, a multiple of 8)
-    16      J       JSON spec: the directory's keys but BlockFiles and IndexCRC32C
+    16      J       JSON spec: the directory's keys but BlockFiles and IndexCRC32C,
+                            plus an optional "Batch" (what the batch covers)
     H       32 * E  entries, in commit order
 
     entry (32 bytes): u64 position, u64 offset, u32 size, u32 file,
@@ -275,9 +276,16 @@ def _read_v1(path: str, md: dict[str, Any], index_offset: int, size: int) -> Dir
     return DirectoryContents(VERSION_1, spec, names, index, False)
 
 
-def encode_fragment_header(spec: VolumeSpec) -> bytes:
-    """Header of a fragment or journal file for a volume of ``spec``."""
-    body = _padded_json(spec.to_dict(), _HEADER.size)
+def encode_fragment_header(spec: VolumeSpec, batch: dict[str, Any] | None = None) -> bytes:
+    """Header of a fragment or journal file for a volume of ``spec``.
+
+    ``batch`` (a fragment's optional "Batch" key) says what the batch covers,
+    so that a changed plan is not mistaken for a finished batch.
+    """
+    md = spec.to_dict()
+    if batch is not None:
+        md["Batch"] = batch
+    body = _padded_json(md, _HEADER.size)
     return _HEADER.pack(FRAGMENT_MAGIC, len(body), _HEADER.size + len(body)) + body
 
 

@@ -1,0 +1,25 @@
+"""The Luigi tasks of blockfs_tasks.
+
+Run them from the command line, e.g.::
+
+    luigi --module blockfs_tasks.tasks BuildDirectory \\
+        --source '/data/scan/img_*.tiff' --dest /data/vol.blockfs --local-scheduler
+
+Importing this module imports luigi; importing ``blockfs_tasks`` or
+``blockfs_tasks.core`` does not.
+"""
+
+from .config import blockfs, export, ingest
+from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
+from .targets import BatchTarget
+
+__all__ = [
+    "BatchTarget",
+    "BlockBatchTask",
+    "BuildDirectory",
+    "BuildVolume",
+    "WriteBlockBatch",
+    "blockfs",
+    "export",
+    "ingest",
+]

@@ -1,0 +1,36 @@
+"""Configuration sections of the Luigi tasks; each mirrors a section of luigi.cfg.
+
+A class is named after its section (``class blockfs`` <-> ``[blockfs]``), so
+``--blockfs-block-size 32`` on the command line overrides ``luigi.cfg``.
+The core never reads configuration: tasks pass these values in explicitly.
+"""
+
+from __future__ import annotations
+
+import luigi
+
+
+class blockfs(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
+    """Format of the volumes the pipeline writes."""
+
+    block_size = luigi.IntParameter(default=64, description="Block edge in voxels, x and y (and z unless z_block_size).")
+    z_block_size = luigi.IntParameter(default=0, description="Block size in z; 0 = same as block_size.")
+    compression = luigi.Parameter(default="zstd", description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib, snappy.")
+    compression_level = luigi.IntParameter(default=5, description="Blosc compression level, 0-9.")
+    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
+
+
+class ingest(luigi.Config):  # noqa: N801
+    """How ingest is split into tasks and how much each task may hold."""
+
+    target_tasks = luigi.IntParameter(default=1000, description="Upper bound on the number of batch tasks of one volume.")
+    memory_budget_mb = luigi.IntParameter(default=1024, description="Raw data one batch task holds at a time, in MiB.")
+    threads = luigi.IntParameter(default=1, description="Compression threads per batch task (use 1 with --workers N >= cores).")
+
+
+class export(luigi.Config):  # noqa: N801
+    """How exports are split into checkpointed slabs."""
+
+    slab_planes = luigi.IntParameter(default=0, description="Planes per export task; 0 = one z row of blocks.")
+    threads = luigi.IntParameter(default=1, description="Threads per export task.")
+    memory_budget_mb = luigi.IntParameter(default=1024, description="Memory one export task may hold, in MiB.")

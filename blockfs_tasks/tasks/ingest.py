@@ -1,0 +1,193 @@
+"""Ingest tasks: batches of blocks into block files, then the directory file.
+
+``BuildDirectory --source SRC --dest OUT.blockfs`` plans the batches
+(:mod:`blockfs_tasks.planning`), requires one ``WriteBlockBatch`` per batch
+and merges their fragments. Each task's target is its checkpoint, published
+only once its work is durable, so a killed run restarts where it stopped.
+
+A user pipeline writes straight into blockfs by subclassing
+:class:`BlockBatchTask` (compute the blocks of one batch) and
+:class:`BuildVolume` (require those batches); see the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from typing import Any
+
+import luigi
+import numpy as np
+
+from ..core.atomic import sweep_temporaries
+from ..core.batch import BatchWriter, build_directory
+from ..core.codec import BlockCodec
+from ..core.errors import ConfigurationError
+from ..core.format import VolumeSpec
+from ..core.grid import BlockGrid
+from ..planning import BatchPlan, blocks_of_unit, plan_batches
+from ..sources import check_extent, open_source
+from .config import blockfs, ingest
+from .targets import BatchTarget
+
+logger = logging.getLogger(__name__)
+
+
+class BlockBatchTask(luigi.Task):
+    """Base of a task that writes one batch of blocks straight into a blockfs volume.
+
+    Subclasses implement :meth:`volume_spec` and :meth:`blocks`; the base
+    writes the blocks into the batch's own block file and publishes its
+    fragment (the target) only when all of them are durable.
+    """
+
+    dest = luigi.PathParameter(description="Directory file of the volume being written.")
+    batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
+
+    resources = {"blockfs_io": 1}
+    threads = 1
+
+    def volume_spec(self) -> VolumeSpec:
+        """The volume's grid, dtype and codec; the same for every batch."""
+        raise NotImplementedError
+
+    def blocks(self) -> Iterable[tuple[np.ndarray, int, int, int]]:
+        """Yield ``(block, x, y, z)``: (z, y, x) arrays and their origins (voxels, XYZ)."""
+        raise NotImplementedError
+
+    def batch_extent(self) -> dict[str, Any] | None:
+        """What this batch covers, recorded in its fragment; None if it never changes."""
+        return None
+
+    def output(self) -> BatchTarget:
+        return BatchTarget(os.path.abspath(self.dest), self.batch, self.volume_spec(), self.batch_extent())
+
+    def run(self) -> None:
+        dest = os.path.abspath(self.dest)
+        sweep_temporaries(f"{dest}.{self.batch}")
+        with BatchWriter(dest, self.volume_spec(), self.batch, self.batch_extent()) as writer:
+            n = writer.write_blocks(self.blocks(), self.threads)
+        logger.info("%s: batch %d wrote %d blocks", dest, self.batch, n)
+
+
+class BuildVolume(luigi.Task):
+    """Base of the task that merges its required batches into the directory file.
+
+    Its output is the directory file itself, so a rerun of a finished
+    pipeline costs one stat.
+    """
+
+    dest = luigi.PathParameter(description="Directory file of the volume to build.")
+
+    def volume_spec(self) -> VolumeSpec:
+        """The volume's grid, dtype and codec."""
+        raise NotImplementedError
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(os.path.abspath(self.dest))
+
+    def run(self) -> None:
+        dest = os.path.abspath(self.dest)
+        batches = [t for t in luigi.task.flatten(self.requires()) if isinstance(t, BlockBatchTask)]
+        sweep_temporaries(dest)
+        self.set_status_message(f"merging {len(batches)} fragments")
+        done = 0
+
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 50 == 0 or done == len(batches):
+                self.set_progress_percentage(round(100 * done / max(1, len(batches))))
+
+        n = build_directory(dest, self.volume_spec(), [t.batch for t in batches], progress)
+        self.set_status_message(f"{n} blocks indexed")
+
+
+def _volume_spec(shape_zyx: tuple[int, ...], dtype: np.dtype, block_xyz: tuple[int, int, int], codec: BlockCodec) -> VolumeSpec:
+    z, y, x = shape_zyx
+    return VolumeSpec(BlockGrid((x, y, z), block_xyz), dtype, codec)
+
+
+class WriteBlockBatch(BlockBatchTask):
+    """Read one batch of a source (a run of z rows of blocks, in y bands) and write its blocks."""
+
+    source = luigi.Parameter(description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX.")
+    block_x = luigi.IntParameter(description="Block size in x.")
+    block_y = luigi.IntParameter(description="Block size in y.")
+    block_z = luigi.IntParameter(description="Block size in z.")
+    compression = luigi.Parameter(description="Blosc compressor.")
+    compression_level = luigi.IntParameter(description="Blosc level 0-9.")
+    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
+    band_rows = luigi.IntParameter(description="Block rows in y per unit of work (memory bound).")
+    units_per_batch = luigi.IntParameter(description="Units of work in a batch.")
+    threads = luigi.IntParameter(default=1, significant=False, description="Compression threads.")
+
+    @cached_property
+    def _source(self):  # type: ignore[no-untyped-def]
+        return open_source(self.source)
+
+    @cached_property
+    def _spec(self) -> VolumeSpec:
+        codec = BlockCodec(self.compression, self.compression_level, self.shuffle)
+        return _volume_spec(self._source.shape, self._source.dtype, (self.block_x, self.block_y, self.block_z), codec)
+
+    @cached_property
+    def _plan(self) -> BatchPlan:
+        return BatchPlan(self._spec.grid, self.band_rows, self.units_per_batch)
+
+    def volume_spec(self) -> VolumeSpec:
+        return self._spec
+
+    def batch_extent(self) -> dict[str, Any]:
+        return self._plan.describe(self.batch)
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, int, int, int]]:
+        units = self._plan.units(self.batch)
+        grid = self._spec.grid
+        for i, unit in enumerate(units):
+            self.set_status_message(f"planes {unit.z0}-{unit.z1}, rows {unit.y0}-{unit.y1}")
+            data = self._source.read(unit.z0, unit.z1, unit.y0, unit.y1)
+            for x, y, z, where in blocks_of_unit(grid, unit):
+                yield data[where], x, y, z
+            self.set_progress_percentage(round(100 * (i + 1) / len(units)))
+
+
+class BuildDirectory(BuildVolume):
+    """Ingest a source into a blockfs volume: plan batches, write them, build the directory."""
+
+    source = luigi.Parameter(description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX.")
+    extent_xyz = luigi.ListParameter(default=[], description="Expected extent [x, y, z] of the source; [] = no check.")
+
+    @cached_property
+    def _batches(self) -> list[WriteBlockBatch]:
+        config, plan_config = blockfs(), ingest()
+        with open_source(self.source) as src:
+            if self.extent_xyz:
+                x, y, z = self.extent_xyz
+                check_extent(src, (z, y, x))
+            shape, dtype = src.shape, src.dtype
+        bz = config.z_block_size or config.block_size
+        block_xyz = (config.block_size, config.block_size, bz)
+        codec = BlockCodec(config.compression, config.compression_level, config.shuffle)
+        spec = _volume_spec(shape, dtype, block_xyz, codec)
+        if plan_config.memory_budget_mb < 1:
+            raise ConfigurationError("ingest.memory_budget_mb must be >= 1")
+        plan = plan_batches(spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20)
+        logger.info("%s: %d batches of %d units (%d block rows per unit)", self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows)
+        return [
+            WriteBlockBatch(
+                dest=self.dest, batch=b, source=self.source,
+                block_x=block_xyz[0], block_y=block_xyz[1], block_z=block_xyz[2],
+                compression=codec.compression, compression_level=codec.level, shuffle=codec.shuffle,
+                band_rows=plan.band_rows, units_per_batch=plan.units_per_batch, threads=plan_config.threads,
+            )
+            for b in range(plan.n_batches)
+        ]
+
+    def requires(self) -> list[WriteBlockBatch]:
+        return self._batches
+
+    def volume_spec(self) -> VolumeSpec:
+        return self._batches[0].volume_spec()
