@@ -1,0 +1,95 @@
+"""Helpers to run the real `luigi` and `luigid` commands of this environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def executable(name: str) -> str:
+    """A console script of the running environment (the venv's `luigi`, `luigid`)."""
+    path = shutil.which(name, path=BIN) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed next to {sys.executable}")
+    return path
+
+
+def write_config(path: Path, sections: dict[str, dict[str, object]]) -> Path:
+    """Write a luigi config file from a dict of sections."""
+    text = []
+    for section, values in sections.items():
+        text.append(f"[{section}]")
+        text += [f"{k} = {v}" for k, v in values.items()]
+        text.append("")
+    path.write_text("\n".join(text))
+    return path
+
+
+def luigi_command(*args: str) -> list[str]:
+    """argv of a `luigi --module blockfs_tasks.tasks ...` run."""
+    return [executable("luigi"), "--module", "blockfs_tasks.tasks", *args]
+
+
+def luigi_env(config: Path) -> dict[str, str]:
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(config))
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def luigid(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A real central scheduler on 127.0.0.1: yields (port, its config path), stops it after."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "luigid.cfg",
+        {
+            "scheduler": {
+                "state_path": tmp_path / "luigid-state.pickle",
+                "stable_done_cooldown_secs": 0,
+                "retry_delay": 1,
+                "record_task_history": "false",
+            },
+            "resources": {"blockfs_io": 1},
+        },
+    )
+    log = open(tmp_path / "luigid.log", "w")
+    proc = subprocess.Popen(
+        [executable("luigid"), "--address", "127.0.0.1", "--port", str(port), "--logdir", str(tmp_path)],
+        env=luigi_env(config), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 30
+    while True:  # wait for the port to accept connections
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"luigid did not start: {(tmp_path / 'luigid.log').read_text()}")
+            time.sleep(0.1)
+    try:
+        yield port, config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

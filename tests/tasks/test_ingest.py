@@ -1,0 +1,126 @@
+"""Ingest through Luigi: the volume equals the source, and equals a live-API volume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+from blockfs_tasks.core import Directory, FormatError, MissingFileError
+from blockfs_tasks.core.batch import build_directory
+from blockfs_tasks.tasks import BuildDirectory, WriteBlockBatch
+
+
+@pytest.fixture
+def small_blocks():
+    """Run with 16-voxel blocks and at most 5 tasks (several z rows per batch)."""
+    config = luigi.configuration.get_config()
+    saved = {(s, k): config.get(s, k, None) for s, k in [("blockfs", "block_size"), ("ingest", "target_tasks")]}
+    config.set("blockfs", "block_size", "16")
+    config.set("ingest", "target_tasks", "5")
+    luigi.task_register.Register.clear_instance_cache()
+    yield
+    luigi.task_register.Register.clear_instance_cache()
+    for (s, k), v in saved.items():
+        if v is None:
+            config.remove_option(s, k)
+        else:
+            config.set(s, k, v)
+
+
+def volume_array(shape=(37, 50, 70), dtype=np.uint16) -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 4000, shape).astype(dtype)
+
+
+def build(task: luigi.Task):
+    return luigi.build([task], local_scheduler=True, detailed_summary=True, workers=1, log_level="WARNING")
+
+
+def test_ingest_npy_equals_source_and_rerun_does_nothing(tmp_path: Path, small_blocks):
+    data = volume_array()
+    np.save(tmp_path / "src.npy", data)
+    dest = tmp_path / "vol.blockfs"
+    task = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(dest))
+    result = build(task)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    batches = task.requires()
+    assert 1 < len(batches) <= 5
+    d = Directory.open(dest)
+    np.testing.assert_array_equal(d[:], data)
+    assert len(d) == d.grid.n_blocks
+
+    before = {p: os.stat(p).st_mtime_ns for p in tmp_path.iterdir()}
+    result = build(BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(dest)))
+    assert result.status == LuigiStatusCode.SUCCESS
+    assert "complete" in result.summary_text or "already done" in result.summary_text
+    assert {p: os.stat(p).st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_luigi_volume_reads_like_a_live_api_volume(tmp_path: Path, small_blocks):
+    data = volume_array((20, 33, 40), np.uint8)
+    np.save(tmp_path / "src.npy", data)
+    assert build(BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "a.blockfs"))).status == LuigiStatusCode.SUCCESS
+    live = Directory(40, 33, 20, np.uint8, tmp_path / "b.blockfs", 16, 16, 16)
+    live.create()
+    for x, y, z in live.grid.origins():
+        sz, sy, sx = live.get_block_size(x, y, z)
+        live.write_block(data[z : z + sz, y : y + sy, x : x + sx], x, y, z)
+    live.close()
+    a, b = Directory.open(tmp_path / "a.blockfs"), Directory.open(tmp_path / "b.blockfs")
+    np.testing.assert_array_equal(a[:], b[:])
+    np.testing.assert_array_equal(a.index["crc32c"], b.index["crc32c"])  # same bytes, block by block
+
+
+def test_missing_source_fails_and_writes_nothing(tmp_path: Path):
+    result = build(BuildDirectory(source=str(tmp_path / "nope_*.tiff"), dest=str(tmp_path / "v.blockfs")))
+    assert result.status != LuigiStatusCode.SUCCESS
+    assert not (tmp_path / "v.blockfs").exists()
+
+
+def test_declared_extent_mismatch_fails(tmp_path: Path):
+    np.save(tmp_path / "src.npy", volume_array((4, 5, 6)))
+    task = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "v.blockfs"), extent_xyz=[6, 5, 5])
+    assert build(task).status != LuigiStatusCode.SUCCESS
+    assert not (tmp_path / "v.blockfs").exists()
+
+
+def test_corrupt_fragment_fails_build_and_names_it(tmp_path: Path, small_blocks):
+    np.save(tmp_path / "src.npy", volume_array())
+    task = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "v.blockfs"))
+    assert build(task.requires()[1]).status == LuigiStatusCode.SUCCESS
+    fragment = tmp_path / "v.blockfs.1.fragment"
+    raw = bytearray(fragment.read_bytes())
+    raw[-5] ^= 0xFF  # inside the last entry
+    fragment.write_bytes(bytes(raw))
+    spec = task.volume_spec()
+    with pytest.raises(FormatError, match="v.blockfs.1.fragment"):
+        build_directory(str(tmp_path / "v.blockfs"), spec, [1])
+    with pytest.raises(MissingFileError, match="v.blockfs.0.fragment"):
+        build_directory(str(tmp_path / "v.blockfs"), spec, [0, 1])
+    assert build(task).status != LuigiStatusCode.SUCCESS
+    assert not (tmp_path / "v.blockfs").exists()
+
+
+def test_changed_plan_reruns_batches(tmp_path: Path, small_blocks):
+    data = volume_array()
+    np.save(tmp_path / "src.npy", data)
+    dest = tmp_path / "v.blockfs"
+    assert build(BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(dest))).status == LuigiStatusCode.SUCCESS
+    dest.unlink()
+    luigi.configuration.get_config().set("ingest", "target_tasks", "2")
+    luigi.task_register.Register.clear_instance_cache()  # tasks cache their plan per instance
+    task = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(dest))
+    assert not all(t.complete() for t in task.requires())  # batch 0 now covers more units
+    assert build(task).status == LuigiStatusCode.SUCCESS
+    np.testing.assert_array_equal(Directory.open(dest)[:], data)
+
+
+def test_batch_task_identity_is_the_plan(tmp_path: Path, small_blocks):
+    np.save(tmp_path / "src.npy", volume_array())
+    batches = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "v.blockfs")).requires()
+    assert all(isinstance(t, WriteBlockBatch) for t in batches)
+    assert len({t.task_id for t in batches}) == len(batches)
