@@ -1,0 +1,162 @@
+"""TIFF stack -> blockfs through Luigi vs through the live Directory API (run by hand).
+
+Both ingest the same 512-plane stack of 1024x1024 uint16 TIFFs (the synthetic
+light-sheet volume, 1 GiB) into 64^3 zstd-5 blocks on 2 cores, in one run:
+
+* Luigi: ``BuildDirectory`` with the local scheduler and ``--workers 2`` (a
+  forked process per batch task), in this process via ``luigi.build``.
+* live API: one process reads 64-plane slabs and calls ``Directory.write_blocks``
+  with 2 compressing threads.
+
+Reports MB/s of raw data, Luigi's share of the wall time (wall time minus the
+time spent inside the tasks' ``run()``, over 2 workers), the peak memory of each
+worker process and the number of files. Results go to
+``benchmarks/results/ingest_luigi.md``.
+
+    python benchmarks/bench_ingest_luigi.py [--shape 512 1024 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import luigi
+import numpy as np
+import tifffile
+
+from blockfs_tasks.core import Directory
+from blockfs_tasks.sources import open_source
+from blockfs_tasks.synthetic import SyntheticVolume
+from blockfs_tasks.tasks import BuildDirectory
+
+from common import _children, _rss_uss_bytes, machine_facts, markdown_table
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "ingest_luigi.md")
+
+
+def write_stack(folder: str, shape: tuple[int, int, int]) -> str:
+    volume = SyntheticVolume(shape)
+    for z0 in range(0, shape[0], 32):
+        slab = volume.slab(z0, min(shape[0], z0 + 32))
+        for i, plane in enumerate(slab):
+            tifffile.imwrite(os.path.join(folder, f"img_{z0 + i}.tiff"), plane)
+    return os.path.join(folder, "img_*.tiff")
+
+
+class ChildPeaks:
+    """Peak USS of each child process, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for pid in _children(os.getpid()):
+                try:
+                    _, uss = _rss_uss_bytes(pid)
+                except (FileNotFoundError, ProcessLookupError, PermissionError):
+                    continue
+                self.peaks[pid] = max(self.peaks.get(pid, 0), uss)
+
+    def __enter__(self) -> "ChildPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_luigi(pattern: str, dest: str) -> dict[str, float]:
+    run_times: list[float] = []
+    times_file = dest + ".times"
+
+    @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
+    def record(task: luigi.Task, seconds: float) -> None:  # runs in the forked task process
+        with open(times_file, "a") as f:
+            f.write(f"{task.task_family} {seconds}\n")
+
+    with ChildPeaks() as peaks:
+        t0 = time.perf_counter()
+        result = luigi.build([BuildDirectory(source=pattern, dest=dest)], local_scheduler=True,
+                             workers=2, detailed_summary=True, log_level="WARNING")
+        wall = time.perf_counter() - t0
+    if not os.path.exists(dest):
+        raise SystemExit(result.summary_text)
+    for line in open(times_file):
+        family, seconds = line.split()
+        if family == "WriteBlockBatch":
+            run_times.append(float(seconds))
+    build_time = sum(float(l.split()[1]) for l in open(times_file) if l.startswith("BuildDirectory"))
+    os.unlink(times_file)
+    inside = sum(run_times) / 2 + build_time
+    return {
+        "wall": wall,
+        "luigi_share": max(0.0, wall - inside) / wall,
+        "tasks": len(run_times),
+        "worker_peak_mib": max(peaks.peaks.values(), default=0) / 2**20,
+    }
+
+
+def run_live(pattern: str, dest: str, shape: tuple[int, int, int]) -> dict[str, float]:
+    z, y, x = shape
+    d = Directory(x, y, z, np.uint16, dest)
+    d.create()
+    t0 = time.perf_counter()
+    with open_source(pattern) as src:
+        for z0 in range(0, z, 64):
+            slab = src.read(z0, min(z, z0 + 64), 0, y)
+            d.write_blocks(
+                ((slab[:, yy : yy + 64, xx : xx + 64], xx, yy, z0) for yy in range(0, y, 64) for xx in range(0, x, 64)),
+                n_threads=2,
+            )
+    d.close()
+    return {"wall": time.perf_counter() - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[512, 1024, 1024], metavar=("Z", "Y", "X"))
+    args = parser.parse_args()
+    shape = tuple(args.shape)
+    folder = tempfile.mkdtemp(prefix="bench-ingest-")
+    try:
+        pattern = write_stack(os.path.join(folder, ""), shape)
+        mb = np.prod(shape) * 2 / 1e6
+        luigi_result = run_luigi(pattern, os.path.join(folder, "luigi.blockfs"))
+        live_result = run_live(pattern, os.path.join(folder, "live.blockfs"), shape)
+        a = Directory.open(os.path.join(folder, "luigi.blockfs"))
+        b = Directory.open(os.path.join(folder, "live.blockfs"))
+        same = bool(np.array_equal(a.index["crc32c"], b.index["crc32c"]))
+        n_files = len([f for f in os.listdir(folder) if f.startswith("luigi.blockfs")])
+        rows = [
+            ["Luigi, local scheduler, 2 workers", f"{luigi_result['wall']:.1f}", f"{mb / luigi_result['wall']:.0f}",
+             f"{100 * luigi_result['luigi_share']:.1f}%", f"{luigi_result['worker_peak_mib']:.0f}", n_files],
+            ["live Directory API, 2 threads", f"{live_result['wall']:.1f}", f"{mb / live_result['wall']:.0f}", "-", "-",
+             len([f for f in os.listdir(folder) if f.startswith("live.blockfs")])],
+        ]
+        table = markdown_table(["ingest of the TIFF stack", "wall s", "MB/s", "Luigi share", "peak MiB per worker", "files"], rows)
+        facts = machine_facts(folder, ["luigi", "numcodecs", "tifffile"])
+        text = (
+            f"# TIFF stack -> blockfs: Luigi vs live API\n\n{shape[0]} planes of {shape[1]}x{shape[2]} uint16 "
+            f"({mb:.0f} MB), 64^3 blocks, zstd-5 + shuffle, {luigi_result['tasks']} batch tasks. "
+            f"Same blocks in both volumes: {same}.\n\n{table}\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in facts.items()) + "\n"
+        )
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "w") as f:
+            f.write(text)
+        print(text)
+    finally:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()
