@@ -49,6 +49,7 @@ class BatchWriter:
         self.number = int(number)
         self.block_path = block_file_name(self.directory_path, self.number)
         self._tmp = temporary_name(self.block_path)
+        os.makedirs(os.path.dirname(self.directory_path), exist_ok=True)
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._offset = 0
         self._entries: list[bytes] = []

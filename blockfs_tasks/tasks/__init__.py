@@ -10,6 +10,15 @@ Importing this module imports luigi; importing ``blockfs_tasks`` or
 """
 
 from .config import blockfs, export, ingest
+from .export import (
+    ExistingVolume,
+    ExportHdf5,
+    ExportHdf5Slab,
+    ExportJp2k,
+    ExportJp2kSlab,
+    ExportTiff,
+    ExportTiffSlab,
+)
 from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
 from .targets import BatchTarget
 
@@ -18,6 +27,13 @@ __all__ = [
     "BlockBatchTask",
     "BuildDirectory",
     "BuildVolume",
+    "ExistingVolume",
+    "ExportHdf5",
+    "ExportHdf5Slab",
+    "ExportJp2k",
+    "ExportJp2kSlab",
+    "ExportTiff",
+    "ExportTiffSlab",
     "WriteBlockBatch",
     "blockfs",
     "export",

@@ -34,3 +34,4 @@ class export(luigi.Config):  # noqa: N801
     slab_planes = luigi.IntParameter(default=0, description="Planes per export task; 0 = one z row of blocks.")
     threads = luigi.IntParameter(default=1, description="Threads per export task.")
     memory_budget_mb = luigi.IntParameter(default=1024, description="Memory one export task may hold, in MiB.")
+    mpi_ranks = luigi.IntParameter(default=2, description="MPI ranks of an HDF5 slab (mpiexec -n); 1 = no mpiexec.")

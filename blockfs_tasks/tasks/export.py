@@ -1,0 +1,229 @@
+"""Export tasks: TIFF, JPEG 2000 and HDF5, checkpointed per slab of planes.
+
+``ExportTiff --output-pattern '/out/img_%04d.tiff'`` exports the volume named by
+``--volume`` (an existing directory file) or, without it, the volume that
+``BuildDirectory`` (its ``--BuildDirectory-source`` / ``--BuildDirectory-dest``)
+builds first. One slab task per z row of blocks (``[export] slab_planes``) does
+the work; a plane's file is published atomically, so a slab is complete when
+all its files exist and an interrupted slab skips the planes already written.
+HDF5 slabs run one at a time (one writer per file) through ``mpiexec``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import luigi
+
+from ..core import Directory
+from ..export.planes import plane_path
+from .config import export
+from .ingest import BuildDirectory
+
+
+class ExistingVolume(luigi.ExternalTask):
+    """A volume that already exists: its directory file."""
+
+    path = luigi.PathParameter(description="Directory file of the volume.")
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(os.path.abspath(self.path))
+
+
+class _FromVolume(luigi.Task):
+    """Mixin: the task reads an existing volume or the one BuildDirectory builds."""
+
+    volume = luigi.OptionalPathParameter(
+        default=None, description="Directory file of an existing volume; unset = the volume of [BuildDirectory]."
+    )
+
+    def volume_task(self) -> luigi.Task:
+        return ExistingVolume(path=self.volume) if self.volume else BuildDirectory()
+
+    def volume_path(self) -> str:
+        return self.volume_task().output().path
+
+    def slabs(self, whole_block_rows: bool = False) -> Iterator[tuple[int, int]]:
+        """Plane ranges [z0, z1): ``[export] slab_planes`` planes, or one z row of blocks."""
+        d = Directory.open(self.volume_path())
+        depth = d.grid.block_shape[0]
+        step = export().slab_planes or depth
+        if whole_block_rows:
+            step = depth * max(1, step // depth)
+        for z0 in range(0, d.shape[0], step):
+            yield z0, min(d.shape[0], z0 + step)
+
+
+class _PlaneSlab(luigi.Task):
+    """One slab of planes of a per-plane export; its targets are the plane files."""
+
+    volume = luigi.PathParameter(description="Directory file of the volume.")
+    output_pattern = luigi.Parameter(description="Output path with a %d field, e.g. /out/img_%04d.tiff.")
+    z0 = luigi.IntParameter(description="First plane, inclusive.")
+    z1 = luigi.IntParameter(description="Last plane, exclusive.")
+
+    resources = {"blockfs_io": 1}
+
+    def requires(self) -> luigi.Task:
+        return ExistingVolume(path=self.volume)
+
+    def output(self) -> list[luigi.LocalTarget]:
+        return [luigi.LocalTarget(plane_path(self.output_pattern, z)) for z in range(self.z0, self.z1)]
+
+    def progress(self) -> Any:
+        done = 0
+
+        def report(n: int) -> None:
+            nonlocal done
+            done += n
+            self.set_progress_percentage(round(100 * done / max(1, self.z1 - self.z0)))
+
+        self.set_status_message(f"planes {self.z0}-{self.z1}")
+        return report
+
+
+class ExportTiffSlab(_PlaneSlab):
+    """Planes [z0, z1) of a volume as 2D TIFF files."""
+
+    compression = luigi.IntParameter(default=3, description="zlib/deflate level 0-9 (0 = uncompressed).")
+
+    def run(self) -> None:
+        from ..export.tiff import export_tiff
+
+        config = export()
+        export_tiff(
+            self.volume, self.output_pattern, self.z0, self.z1, compression=self.compression,
+            n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
+            progress=self.progress(),
+        )
+
+
+class ExportJp2kSlab(_PlaneSlab):
+    """Planes [z0, z1) of a volume as JPEG 2000 files."""
+
+    psnr = luigi.OptionalFloatParameter(default=None, description="Target PSNR in dB; unset = lossless.")
+
+    def run(self) -> None:
+        from ..export.jp2k import export_jp2k
+
+        config = export()
+        export_jp2k(
+            self.volume, self.output_pattern, self.z0, self.z1, psnr=self.psnr,
+            n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
+            progress=self.progress(),
+        )
+
+
+class _SlabbedExport(_FromVolume):
+    """A whole export: complete when every slab task is."""
+
+    def slab_tasks(self) -> list[luigi.Task]:
+        raise NotImplementedError
+
+    def requires(self) -> luigi.Task:
+        return self.volume_task()
+
+    def complete(self) -> bool:
+        return self.volume_task().complete() and all(t.complete() for t in self.slab_tasks())
+
+    def run(self) -> None:
+        yield self.slab_tasks()  # dynamic: the slabs are known once the volume exists
+
+
+class _PlaneExport(_SlabbedExport):
+    """A per-plane export (TIFF, JPEG 2000)."""
+
+    output_pattern = luigi.Parameter(description="Output path with a %d field, e.g. /out/img_%04d.tiff.")
+
+
+class ExportTiff(_PlaneExport):
+    """Export a volume as one 2D TIFF per z-plane."""
+
+    compression = luigi.IntParameter(default=3, description="zlib/deflate level 0-9 (0 = uncompressed).")
+
+    def slab_tasks(self) -> list[_PlaneSlab]:
+        return [
+            ExportTiffSlab(volume=self.volume_path(), output_pattern=self.output_pattern, z0=a, z1=b,
+                           compression=self.compression)
+            for a, b in self.slabs()
+        ]
+
+
+class ExportJp2k(_PlaneExport):
+    """Export a volume as one JPEG 2000 file per z-plane."""
+
+    psnr = luigi.OptionalFloatParameter(default=None, description="Target PSNR in dB; unset = lossless.")
+
+    def slab_tasks(self) -> list[_PlaneSlab]:
+        return [
+            ExportJp2kSlab(volume=self.volume_path(), output_pattern=self.output_pattern, z0=a, z1=b, psnr=self.psnr)
+            for a, b in self.slabs()
+        ]
+
+
+class Hdf5SlabTarget(luigi.Target):
+    """Planes [z0, z1) recorded as exported in an HDF5 dataset."""
+
+    def __init__(self, dest: str, name: str, z0: int, z1: int, volume: str) -> None:
+        self.dest, self.name, self.z0, self.z1, self.volume = dest, name, z0, z1, volume
+
+    def exists(self) -> bool:
+        from ..export.hdf5 import planes_complete
+
+        return planes_complete(self.dest, self.name, self.z0, self.z1, self.volume)
+
+
+class ExportHdf5Slab(luigi.Task):
+    """Planes [z0, z1) into one HDF5 dataset, by ``mpiexec -n [export] mpi_ranks blockfs2hdf``."""
+
+    volume = luigi.PathParameter(description="Directory file of the volume.")
+    dest = luigi.PathParameter(description="HDF5 file (created if missing; other datasets are kept).")
+    name = luigi.Parameter(default="data", description="Dataset path in the file.")
+    compression = luigi.Parameter(default="gzip", description="gzip, lzf or none.")
+    compression_opts = luigi.OptionalIntParameter(default=None, description="gzip level 0-9.")
+    z0 = luigi.IntParameter(description="First plane, inclusive (on a block row).")
+    z1 = luigi.IntParameter(description="Last plane, exclusive.")
+
+    resources = {"blockfs_io": 1, "hdf5_writer": 1}  # one writer per HDF5 file at a time
+
+    def requires(self) -> luigi.Task:
+        return ExistingVolume(path=self.volume)
+
+    def output(self) -> Hdf5SlabTarget:
+        return Hdf5SlabTarget(os.path.abspath(self.dest), self.name, self.z0, self.z1, os.path.abspath(self.volume))
+
+    def run(self) -> None:
+        # MPI must not be initialised inside a luigi worker: run the ranks as a subprocess.
+        ranks = export().mpi_ranks
+        command = [os.path.join(os.path.dirname(sys.executable), "blockfs2hdf")]
+        if ranks > 1:
+            command = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), *command]
+        command += [os.path.abspath(self.volume), os.path.abspath(self.dest), self.name,
+                    "--compression", self.compression, "--z0", str(self.z0), "--z1", str(self.z1), "--silent"]
+        if self.compression_opts is not None:
+            command += ["--compression-opts", str(self.compression_opts)]
+        self.set_status_message(f"planes {self.z0}-{self.z1} on {max(1, ranks)} MPI ranks")
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        self.set_progress_percentage(100)
+
+
+class ExportHdf5(_SlabbedExport):
+    """Export a volume into one HDF5 dataset, slab by slab."""
+
+    dest = luigi.PathParameter(description="HDF5 file (created if missing; other datasets are kept).")
+    name = luigi.Parameter(default="data", description="Dataset path in the file.")
+    compression = luigi.Parameter(default="gzip", description="gzip, lzf or none.")
+    compression_opts = luigi.OptionalIntParameter(default=None, description="gzip level 0-9.")
+
+    def slab_tasks(self) -> list[ExportHdf5Slab]:
+        return [
+            ExportHdf5Slab(volume=self.volume_path(), dest=self.dest, name=self.name, compression=self.compression,
+                           compression_opts=self.compression_opts, z0=a, z1=b)
+            for a, b in self.slabs(whole_block_rows=True)
+        ]
