@@ -138,12 +138,311 @@ def verify_main(args: argparse.Namespace) -> int:
     from .core import Directory
     from .core.report import verify_volume
 
-    bar = _progress(len(Directory.open(args.blockfs_file)), args.silent, "block")
+    total = len(Directory.open(args.blockfs_file))
+    bar = _progress(total, args.silent, "block")
     try:
         bad = verify_volume(args.blockfs_file, args.n_workers, bar.update)
     finally:
         bar.close()
     for block in bad:
         print(f"BAD {block}")
-    print(f"{args.blockfs_file}: {bar.n - len(bad)} blocks good, {len(bad)} bad")
+    print(f"{args.blockfs_file}: {total - len(bad)} blocks good, {len(bad)} bad")
     return 1 if bad else 0
+
+
+# ------------------------------------------------------------------ blockfs2hdf
+def _hdf5_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs2hdf",
+        description="Copy a blockfs volume (or planes [z0, z1) of it) into one dataset of an HDF5 file, "
+        "with chunks = blocks. Run it as 'mpiexec -n N blockfs2hdf ...' to read and compress on N "
+        "processes while rank 0 writes; without mpiexec it uses threads in one process.",
+        epilog="Each completed plane range is recorded in the dataset's attributes, so exporting "
+        "[z0, z1) slabs one by one resumes where an interrupted export stopped.",
+    )
+    p.add_argument("src", help="The directory file of the volume, e.g. precomputed.blockfs.")
+    p.add_argument("dest", help="The HDF5 file; created if missing, other datasets in it are kept.")
+    p.add_argument("name", help="Path of the dataset inside the file, e.g. /raw or channel0/data.")
+    p.add_argument(
+        "--compression", choices=("gzip", "lzf", "none"), default="gzip", help="HDF5 compression (default: gzip)."
+    )
+    p.add_argument("--compression-opts", type=int, default=None, help="gzip level 0-9 (default: 4).")
+    p.add_argument("--shuffle", action="store_true", help="Byte-shuffle before compressing (HDF5 shuffle filter).")
+    p.add_argument("--z0", type=int, default=0, help="First plane, inclusive, on a block row (default: 0).")
+    p.add_argument("--z1", type=int, default=None, help="Last plane, exclusive, on a block row (default: the end).")
+    p.add_argument("--n-threads", type=int, default=None, help="Compressing threads per process (default: cores / ranks).")
+    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    return p
+
+
+@_entry(_hdf5_parser)
+def hdf5_main(args: argparse.Namespace) -> int:
+    """blockfs2hdf <src> <dest> <name> [--compression ...] [--z0 Z --z1 Z]; under mpiexec or not."""
+    from .core import Directory
+    from .export.hdf5 import check_plane_range, export_hdf5, present_blocks
+    from .export.hdf5_mpi import launched_by_mpiexec, world_comm
+
+    comm = world_comm() if launched_by_mpiexec() else None
+    rank = comm.Get_rank() if comm is not None else 0
+    total = None
+    if rank == 0 and not args.silent:
+        try:  # only for the bar: export_hdf5 reports a bad volume or range on every rank alike
+            d = Directory.open(args.src)
+            total = len(present_blocks(d, *check_plane_range(d.grid, args.z0, args.z1)))
+        except (BlockfsError, OSError):
+            total = None
+    bar = _progress(total, args.silent or rank != 0, "chunk")  # type: ignore[arg-type]
+    try:
+        result = export_hdf5(
+            args.src,
+            args.dest,
+            args.name,
+            compression=args.compression,
+            compression_opts=args.compression_opts,
+            shuffle=args.shuffle,
+            z0=args.z0,
+            z1=args.z1,
+            n_threads=args.n_threads,
+            comm=comm,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    if rank == 0:
+        print(
+            f"{result.dest}:{result.name}: planes [{result.z0}, {result.z1}), {result.chunks_written} chunks, "
+            f"{result.raw_bytes / 1e6:.1f} MB -> {result.stored_bytes / 1e6:.1f} MB stored, "
+            f"{result.seconds:.1f} s ({result.mb_per_s:.1f} MB/s) on {result.ranks} rank(s)"
+        )
+    return 0
+
+
+# ------------------------------------------------ pyramid / serve / precomputed
+def _xyz_ints(text: str) -> tuple[int, int, int]:
+    """Parse ``X,Y,Z`` downsampling factors."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers X,Y,Z, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", choices=("image", "segmentation"), default=None,
+                   help="Layer type (default: the pyramid's, else image).")
+    p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=None,
+                   help="Voxel size of the finest level in nm, x y z (default: the pyramid's, else 1 1 1).")
+
+
+def _pyramid_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs-pyramid",
+        description="Build a multi-resolution pyramid of a blockfs volume: one folder per level and an info file.",
+        epilog="Levels are keyed by their downsampling factors (x_y_z). See docs/pyramid.md.",
+    )
+    p.add_argument("level0", help="The directory file (.blockfs) of level 0.")
+    p.add_argument("out_folder", help="The pyramid folder to write.")
+    p.add_argument("--type", choices=("image", "segmentation"), default="image",
+                   help="image: mean of each window; segmentation: most frequent label (default: image).")
+    p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.0, 1.0, 1.0),
+                   help="Voxel size of level 0 in nm, x y z (default: 1 1 1); drives anisotropic steps.")
+    p.add_argument("--max-levels", type=int, default=None, help="Most levels, level 0 included (default: until one block).")
+    p.add_argument("--factors", type=_xyz_ints, action="append", default=None, metavar="X,Y,Z",
+                   help="Step of each level after level 0 (repeat per level); overrides the automatic choice.")
+    p.add_argument("--level0", dest="level0_placement", choices=("link", "copy", "reference"), default="link",
+                   help="Hard-link (default), copy, or only reference level 0 from the pyramid folder.")
+    p.add_argument("--blocks-per-batch", type=int, default=256, help="Blocks per batch file (default: 256).")
+    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--overwrite", action="store_true", help="Replace a finished pyramid in out_folder.")
+    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    return p
+
+
+@_entry(_pyramid_parser)
+def pyramid_main(args: argparse.Namespace) -> int:
+    """blockfs-pyramid <level0.blockfs> <out_folder>"""
+    from .pyramid import build_pyramid, plan_pyramid, pyramid_blocks
+
+    mode = "mode" if args.type == "segmentation" else "mean"
+    plan = plan_pyramid(
+        args.level0, args.out_folder, args.resolution, mode, args.max_levels, args.factors, args.level0_placement
+    )
+    bar = _progress(pyramid_blocks(plan), args.silent, "block")
+    try:
+        pyramid = build_pyramid(
+            args.level0, args.out_folder, args.resolution, mode, args.max_levels, args.factors,
+            args.level0_placement, args.blocks_per_batch, args.n_workers, args.overwrite, bar.update,
+        )
+    finally:
+        bar.close()
+    for level in pyramid.levels:
+        print(f"{level.key:12} extent (x, y, z) {level.extent_xyz}  resolution (nm) {level.resolution_nm_xyz}")
+    print(pyramid.folder)
+    return 0
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs-serve",
+        description="Serve a blockfs volume or pyramid to Neuroglancer as a precomputed data source over HTTP.",
+        epilog="Paste the printed precomputed://http://... URL into Neuroglancer. Ctrl-C stops the server.",
+    )
+    p.add_argument("volume", help="A .blockfs directory file (one level) or a pyramid folder.")
+    p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: 127.0.0.1, this machine only).")
+    p.add_argument("--port", type=int, default=8000, help="Port (default: 8000; 0 picks a free one).")
+    _add_source_options(p)
+    p.add_argument("--gzip-level", type=int, default=1, help="gzip level for clients that accept it, 0 = off (default: 1).")
+    return p
+
+
+@_entry(_serve_parser)
+def serve_main(args: argparse.Namespace) -> int:
+    """blockfs-serve <volume> [--host H] [--port N]: prints the Neuroglancer URL, serves until Ctrl-C."""
+    from .serve import open_precomputed
+    from .serve.server import make_server
+
+    source = open_precomputed(args.volume, args.type, args.resolution)
+    server = make_server(source, args.host, args.port, args.gzip_level)  # logs the URL at INFO
+    print(server.url(), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _precomputed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs-precomputed",
+        description="Export a blockfs volume or pyramid as a static Neuroglancer precomputed tree (info + chunk files).",
+    )
+    p.add_argument("volume", help="A .blockfs directory file (one level) or a pyramid folder.")
+    p.add_argument("out_folder", help="The folder to write (created if missing).")
+    _add_source_options(p)
+    p.add_argument("--gzip", action="store_true", help="Gzip chunks (<chunk>.gz files, or gzip shard encodings).")
+    p.add_argument("--sharded", action="store_true", help="Write neuroglancer_uint64_sharded_v1 shard files.")
+    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    return p
+
+
+@_entry(_precomputed_parser)
+def precomputed_main(args: argparse.Namespace) -> int:
+    """blockfs-precomputed <volume> <out_folder>"""
+    from .serve import open_precomputed
+    from .serve.static import count_chunks, write_static_precomputed
+
+    source = open_precomputed(args.volume, args.type, args.resolution)
+    bar = _progress(count_chunks(source), args.silent, "chunk")
+    try:
+        write_static_precomputed(source, args.out_folder, args.gzip, args.sharded, n_threads=args.n_workers, progress=bar.update)
+    finally:
+        bar.close()
+    print(args.out_folder)
+    return 0
+
+
+# ------------------------------------------------- blockfs2tif / blockfs2jp2k
+def _byte_size(text: str) -> int:
+    """A size in bytes: an integer with an optional K, M, G or T suffix (powers of 1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 512M or 2G, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return value
+
+
+def _plane_export_parser(prog: str, what: str, example: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Export a blockfs volume as one {what} file per z-plane.",
+        epilog="Each file is written under a temporary name and renamed into place, so a file at a "
+        "plane's path is always complete. Missing folders are created.",
+    )
+    p.add_argument("--input", required=True, help="The directory file (.blockfs) of the volume.")
+    p.add_argument(
+        "--output-pattern", required=True, help=f"Output path with a %%d field for the plane number, e.g. {example}."
+    )
+    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    p.add_argument("--z0", type=int, default=0, help="First plane to export (default: 0).")
+    p.add_argument("--z1", type=int, default=None, help="Plane after the last one to export (default: the z extent).")
+    p.add_argument(
+        "--existing", choices=("replace", "skip", "error"), default="replace",
+        help="Outputs that exist: replace them (default), skip those planes, or stop with an error.",
+    )
+    p.add_argument(
+        "--memory-budget", type=_byte_size, default=None, metavar="SIZE",
+        help="Peak memory for plane data, e.g. 512M or 4G (default: 1G).",
+    )
+    return p
+
+
+def _tif_parser() -> argparse.ArgumentParser:
+    p = _plane_export_parser("blockfs2tif", "2D TIFF", "/out/img_%04d.tiff")
+    p.add_argument(
+        "--compression", type=int, default=3, choices=range(10), metavar="0-9",
+        help="zlib (deflate) level; 0 writes uncompressed TIFF (default: 3).",
+    )
+    return p
+
+
+def _run_plane_export(args: argparse.Namespace, export: Callable[..., list[str]], **options: object) -> int:
+    from .core import Directory
+    from .export.planes import DEFAULT_MEMORY_BUDGET
+
+    directory = Directory.open(args.input)
+    z1 = directory.shape[0] if args.z1 is None else args.z1
+    bar = _progress(max(z1 - args.z0, 0), args.silent, "plane")
+    try:
+        export(
+            directory, args.output_pattern, args.z0, args.z1, n_workers=args.n_workers,
+            memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET, existing=args.existing,
+            progress=bar.update, **options,
+        )
+    finally:
+        bar.close()
+    return 0
+
+
+@_entry(_tif_parser)
+def tif_main(args: argparse.Namespace) -> int:
+    """blockfs2tif --input <blockfs-file> --output-pattern <pattern> [--compression 0-9]"""
+    from .export.tiff import export_tiff
+
+    return _run_plane_export(args, export_tiff, compression=args.compression)
+
+
+def _jp2k_parser() -> argparse.ArgumentParser:
+    p = _plane_export_parser("blockfs2jp2k", "JPEG 2000 (.jp2)", "/out/img_%04d.jp2")
+    p.add_argument(
+        "--psnr", type=float, default=None, metavar="dB",
+        help="Lossy: every plane meets this PSNR, measured against the data's bit depth (default: lossless).",
+    )
+    p.add_argument(
+        "--bit-depth", type=int, default=None,
+        help="Bits of the data for --psnr, e.g. 12 (default: the bits of each plane's maximum).",
+    )
+    p.add_argument(
+        "--htj2k", dest="codec", action="store_const", const="htj2k", default="jp2",
+        help="Write lossless High-Throughput JPEG 2000 codestreams (name them .j2c or .jhc), much faster to encode.",
+    )
+    return p
+
+
+@_entry(_jp2k_parser)
+def jp2k_main(args: argparse.Namespace) -> int:
+    """blockfs2jp2k --input <blockfs-file> --output-pattern <pattern> [--psnr dB]"""
+    from .export.jp2k import export_jp2k
+
+    return _run_plane_export(args, export_jp2k, psnr=args.psnr, bit_depth=args.bit_depth, codec=args.codec)

@@ -59,6 +59,7 @@ class BlockFileAppender:
             break
         self.number = number
         self.path = path
+        self.pid = os.getpid()
         self._offset = 0
         self._lock = threading.Lock()
         try:
@@ -88,6 +89,51 @@ class BlockFileAppender:
             os.close(self._fd)
             os.close(self._journal_fd)
             self._fd = self._journal_fd = -1
+
+
+class _ProcessAppenders:
+    """This process's appender of each volume session, shared by all its Directory copies.
+
+    Pickled copies of a Directory (one per ``Pool.starmap`` chunk, say) must
+    not each claim a block file: a process writes one block file per volume
+    session. The session is identified by the journal's inode, which
+    ``create()`` or ``open("r+")`` makes anew. This is per-process state by
+    nature, like an open file; it is reset in a forked child.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._appenders: dict[tuple[str, int], BlockFileAppender] = {}
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._appenders = {}  # the parent's files are the parent's
+
+    def get(self, directory_path: str) -> BlockFileAppender:
+        try:
+            session = os.stat(journal_name(directory_path)).st_ino
+        except FileNotFoundError as e:
+            raise MissingFileError(
+                f"{journal_name(directory_path)}: the journal of a volume open for writing is gone"
+            ) from e
+        key = (directory_path, session)
+        appender = self._appenders.get(key)
+        if appender is None:
+            with self._lock:
+                appender = self._appenders.get(key)
+                if appender is None:
+                    appender = self._appenders[key] = BlockFileAppender(directory_path)
+        return appender
+
+    def release(self, directory_path: str) -> None:
+        """Close this process's appenders of the volume (every session)."""
+        with self._lock:
+            for key in [k for k in self._appenders if k[0] == directory_path]:
+                self._appenders.pop(key).close()
+
+
+process_appenders = _ProcessAppenders()
 
 
 class BlockFileReader:

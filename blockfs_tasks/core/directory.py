@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 from . import format as fmt
 from .atomic import fsync_folder, fsync_path, published, write_atomically
 from .blockfile import (
-    BlockFileAppender,
+    process_appenders,
     BlockFileReader,
     block_file_name,
     block_file_number,
@@ -153,8 +154,9 @@ class Directory:
         self._index: np.ndarray | None = None
         self._block_names: list[str] = []
         self._reader: BlockFileReader | None = None
-        self._appender: BlockFileAppender | None = None
         self._journal_seen = 0
+        self._committed_names: list[str] = []  # block files named in the directory file on disk
+        self._lock = threading.RLock()  # one journal replay at a time (region reads use threads)
         self._pool: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------- properties
@@ -224,7 +226,7 @@ class Directory:
         volume instead of wiping the blocks the parent's workers are writing.
         """
         if _in_spawned_child_bootstrap():
-            self._mode, self._owner_pid = "w", multiprocessing.parent_process().pid  # type: ignore[union-attr]
+            self._mode, self._owner_pid = "w", os.getppid()
             logger.debug("%s: spawned child joins the parent's volume", self.directory_filename)
             return
         path = self.directory_filename
@@ -259,7 +261,7 @@ class Directory:
         replayed, so every block it committed reads back.
         """
         if mode not in _MODES:
-            raise ValueError(f"Invalid mode {mode!r}; expected one of {_MODES}")
+            raise ConfigurationError(f"Invalid mode {mode!r}; expected one of {_MODES}")
         self = cls.__new__(cls)
         contents = fmt.read_directory(os.fspath(directory_filename))
         self._init(contents.spec, directory_filename)
@@ -281,29 +283,34 @@ class Directory:
         self.version = contents.version
         self._index = contents.index
         self._block_names = contents.block_files
+        self._committed_names = list(contents.block_files)
         self._reader = BlockFileReader(self.block_filenames, contents.has_checksums)
 
     def _load(self) -> None:
         """Load the directory (after unpickling, a Directory carries only its spec)."""
-        if self._index is None:
-            self._apply_contents(fmt.read_directory(self.directory_filename))
-            self._replay_journal()
+        with self._lock:
+            if self._index is None:
+                self._apply_contents(fmt.read_directory(self.directory_filename))
+                self._replay_journal()
+            elif self._mode == "w":
+                self._replay_journal()
 
     def _replay_journal(self) -> None:
         """Merge journal entries committed since the last look into the in-memory index."""
         journal = journal_name(self.directory_filename)
-        try:
-            size = os.path.getsize(journal)
-        except FileNotFoundError:
-            return
-        if size == self._journal_seen:
-            return
-        fragment = fmt.read_fragment(journal, strict=False)
-        self._journal_seen = size
-        if not fragment.spec.same_volume(self.spec):
-            logger.warning("%s: ignoring a journal written for another volume", journal)
-            return
-        self._merge(fragment.entries)
+        with self._lock:
+            try:
+                size = os.path.getsize(journal)
+            except FileNotFoundError:
+                return
+            if size == self._journal_seen:
+                return
+            fragment = fmt.read_fragment(journal, strict=False)
+            self._journal_seen = size
+            if not fragment.spec.same_volume(self.spec):
+                logger.warning("%s: ignoring a journal written for another volume", journal)
+                return
+            self._merge(fragment.entries)
 
     def _merge(self, entries: np.ndarray) -> None:
         """Apply entries (commit order) to the index; file numbers become list indexes."""
@@ -331,9 +338,10 @@ class Directory:
         index["file"][positions] = file_column
         index["crc32c"][positions] = entries["crc32c"]
         self._index, self._block_names = index, names
-        if self._reader is not None:
-            self._reader.close()
-        self._reader = BlockFileReader(self.block_filenames, True)
+        if self._reader is None:
+            self._reader = BlockFileReader(self.block_filenames, True)
+        else:  # names are only appended: open descriptors stay valid for threads reading now
+            self._reader.paths = self.block_filenames
 
     # ---------------------------------------------------------------- write
     def start_writer_processes(self, queue_depth: int = 10) -> None:
@@ -363,7 +371,7 @@ class Directory:
         if tuple(np.shape(block)) != expected:
             raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
         data = self.spec.codec.encode(as_storable(block, self.dtype, where))
-        self._process_appender().append(position, data)
+        process_appenders.get(self.directory_filename).append(position, data)
 
     def write_blocks(
         self, blocks: Iterable[tuple[np.ndarray, int, int, int]], n_threads: int | None = None
@@ -378,14 +386,6 @@ class Directory:
             n += 1
         return n
 
-    def _process_appender(self) -> BlockFileAppender:
-        appender = self._appender
-        if appender is None or appender.pid != os.getpid():
-            appender = BlockFileAppender(self.directory_filename)
-            appender.pid = os.getpid()  # type: ignore[attr-defined]
-            self._appender = appender
-        return appender
-
     def close(self) -> None:
         """Commit every block written so far into the directory file.
 
@@ -395,15 +395,13 @@ class Directory:
         :class:`WriterDiedError` (after committing every intact block) when a
         writer stopped in the middle of a block.
         """
-        appender, self._appender = self._appender, None
-        if appender is not None and getattr(appender, "pid", None) == os.getpid():
-            appender.close()
+        process_appenders.release(self.directory_filename)
         if self._mode != "w" or os.getpid() != self._owner_pid:
             self._release()
             return
         journal = journal_name(self.directory_filename)
         self._journal_seen = 0
-        old_names = set(self._block_names)
+        old_names = set(self._committed_names)
         self._replay_journal()
         all_entries = fmt.read_fragment(journal, strict=False).entries if os.path.exists(journal) else None
         new_names = [n for n in self._block_names if n not in old_names]
@@ -541,10 +539,12 @@ class Directory:
 
 
 def _in_spawned_child_bootstrap() -> bool:
-    """True while a spawned child re-imports the main script (multiprocessing's own test)."""
-    return multiprocessing.parent_process() is not None and getattr(
-        multiprocessing.current_process(), "_inheriting", False
-    )
+    """True while a spawned child re-imports the main script (multiprocessing's own test).
+
+    ``multiprocessing.parent_process()`` is still None at that moment (it is set
+    only when the child's bootstrap starts), so it must not be part of the test.
+    """
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 def _normalize_key(key: Any, shape: tuple[int, int, int]) -> tuple[list[tuple[int, int, int]], tuple]:

@@ -45,6 +45,10 @@ class VolumeExistsError(BlockfsError, FileExistsError):
     """A destination that already holds a file of the volume being written."""
 
 
+class VolumeBusyError(BlockfsError, RuntimeError):
+    """A volume with uncommitted writes, which an operation on the whole volume would lose."""
+
+
 class TruncatedFileError(FormatError):
     """A file shorter than its index says it is."""
 

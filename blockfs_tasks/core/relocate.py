@@ -15,8 +15,9 @@ import shutil
 from typing import Any
 
 from .atomic import fsync_folder
+from .blockfile import journal_name
 from .directory import resolve_block_path
-from .errors import MissingFileError, VolumeExistsError
+from .errors import MissingFileError, VolumeBusyError, VolumeExistsError
 from .format import VERSION_1, read_directory, rewrite_metadata
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ def copy_volume(src: str, dest_folder: str, move: bool = False) -> str:
     volume of the same name there is an error, never silently replaced.
     """
     src = os.path.abspath(src)
+    journal = journal_name(src)
+    if os.path.exists(journal):
+        raise VolumeBusyError(
+            f"{journal}: the volume has blocks not yet merged into its directory (it is being written, "
+            f"or its writer never closed it); after writing ends, Directory.open({src!r}, 'r+').close() "
+            f"merges them. Nothing was copied"
+        )
     contents = read_directory(src)
     sources = [resolve_block_path(src, n) for n in contents.block_files]
     for path in sources:

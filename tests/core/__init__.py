@@ -1,0 +1,1 @@
+"""Tests of the filesystem core (blockfs_tasks.core) and its helpers."""
