@@ -1,0 +1,210 @@
+"""A blockfs volume or pyramid as a Neuroglancer precomputed data source.
+
+Shared by the HTTP server (:mod:`.server`) and the static export
+(:mod:`.static`). One chunk is one blockfs block: the chunk of scale ``key``
+whose first voxel is (x0, y0, z0) is named ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>``
+(XYZ order, ends exclusive, edge chunks truncated at the volume's extent) and
+holds the block's raw little-endian bytes with x varying fastest, which is
+exactly the byte order of a (z, y, x) C-ordered array. A block never written
+has no chunk (clients read it as zeros). Nothing but the ``info`` and names of
+that exact form are ever resolved, so no other path is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.directory import Directory
+from ..core.errors import ConfigurationError
+from ..pyramid import LAYER_TYPES, Pyramid, is_pyramid, level_key
+
+logger = logging.getLogger(__name__)
+
+#: Data types of the precomputed format (blockfs also has int64 and float64, which it lacks).
+DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
+
+_CHUNK_NAME = re.compile(r"([0-9]+)-([0-9]+)_([0-9]+)-([0-9]+)_([0-9]+)-([0-9]+)")
+_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One scale of the source: its key, its volume and its voxel size in nm (XYZ order)."""
+
+    key: str
+    directory: Directory
+    resolution_nm_xyz: tuple[float, float, float]
+
+    def info(self) -> dict[str, Any]:
+        """This scale's entry in ``info["scales"]``."""
+        return {
+            "key": self.key,
+            "size": list(self.directory.grid.extent_xyz),
+            "resolution": list(self.resolution_nm_xyz),
+            "voxel_offset": [0, 0, 0],
+            "chunk_sizes": [list(self.directory.grid.block_xyz)],
+            "encoding": "raw",
+        }
+
+
+def chunk_name(grid_extent_xyz: Sequence[int], block_xyz: Sequence[int], origin_xyz: Sequence[int]) -> str:
+    """The chunk name ``x0-x1_y0-y1_z0-z1`` of the block starting at ``origin_xyz``."""
+    parts = [f"{o}-{min(o + b, e)}" for o, b, e in zip(origin_xyz, block_xyz, grid_extent_xyz)]
+    return "_".join(parts)
+
+
+class PrecomputedVolume:
+    """The ``info`` and chunks of one or more scales (level 0 first).
+
+    Parameters
+    ----------
+    scales
+        The scales, finest first; all of one dtype.
+    layer_type
+        ``"image"`` or ``"segmentation"``.
+    """
+
+    def __init__(self, scales: Sequence[Scale], layer_type: str = "image") -> None:
+        if not scales:
+            raise ConfigurationError("Expected at least one scale.")
+        if layer_type not in LAYER_TYPES:
+            raise ConfigurationError(f"Invalid layer type {layer_type!r}; expected one of {LAYER_TYPES}")
+        dtypes = {s.directory.dtype.name for s in scales}
+        if len(dtypes) != 1:
+            raise ConfigurationError(f"Expected every scale to have one dtype. Got {sorted(dtypes)} instead.")
+        dtype = dtypes.pop()
+        if dtype not in DATA_TYPES:
+            raise ConfigurationError(
+                f"{scales[0].directory.directory_filename}: dtype {dtype} has no Neuroglancer precomputed "
+                f"data type; expected one of {DATA_TYPES}"
+            )
+        keys = [s.key for s in scales]
+        for key in keys:
+            if not _KEY.fullmatch(key) or key in (".", ".."):
+                raise ConfigurationError(f"Invalid scale key {key!r}: expected letters, digits, '_', '-', '.'")
+        if len(set(keys)) != len(keys):
+            raise ConfigurationError(f"Scale keys must be unique. Got {keys} instead.")
+        self.scales = tuple(scales)
+        self.layer_type = layer_type
+        self.data_type = dtype
+        self._by_key = {s.key: s for s in scales}
+        self._info = json.dumps(self.info(), indent=1).encode("utf-8")
+
+    def info(self) -> dict[str, Any]:
+        """The precomputed ``info`` JSON as a dict."""
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": self.layer_type,
+            "data_type": self.data_type,
+            "num_channels": 1,
+            "scales": [s.info() for s in self.scales],
+        }
+
+    def info_bytes(self) -> bytes:
+        """The ``info`` JSON, encoded once."""
+        return self._info
+
+    def locate(self, key: str, name: str) -> tuple[Scale, tuple[int, int, int]] | None:
+        """The scale and block origin (x, y, z) of chunk ``key/name``; None unless it is exactly one chunk."""
+        scale = self._by_key.get(key)
+        match = _CHUNK_NAME.fullmatch(name)
+        if scale is None or match is None:
+            return None
+        grid = scale.directory.grid
+        origin = (int(match[1]), int(match[3]), int(match[5]))
+        if any(not 0 <= o < e or o % b for o, e, b in zip(origin, grid.extent_xyz, grid.block_xyz)):
+            return None
+        if chunk_name(grid.extent_xyz, grid.block_xyz, origin) != name:  # wrong ends, leading zeros...
+            return None
+        return scale, origin
+
+    def read_chunk(self, key: str, name: str) -> bytes | None:
+        """The raw bytes of chunk ``key/name``; None if there is no such chunk or it was never written."""
+        found = self.locate(key, name)
+        if found is None:
+            return None
+        scale, (x, y, z) = found
+        if not scale.directory.has_block(x, y, z):
+            return None
+        return chunk_bytes(scale.directory.read_block(x, y, z))
+
+    def resolve(self, url_path: str) -> bytes | None:
+        """What a URL path (already percent-decoded, query removed) serves: the info, a chunk, or None."""
+        parts = url_path.removeprefix("/").split("/")
+        if parts == ["info"]:
+            return self._info
+        if len(parts) == 2:
+            return self.read_chunk(parts[0], parts[1])
+        return None
+
+    def chunks(self, scale: Scale) -> Iterator[tuple[str, tuple[int, int, int]]]:
+        """Names and origins (x, y, z) of the chunks present in ``scale``."""
+        grid = scale.directory.grid
+        for origin in scale.directory:
+            yield chunk_name(grid.extent_xyz, grid.block_xyz, origin), origin
+
+
+def chunk_bytes(block: np.ndarray) -> bytes:
+    """A (z, y, x) block as precomputed raw bytes: little-endian, x fastest."""
+    return np.ascontiguousarray(block, block.dtype.newbyteorder("<")).tobytes()
+
+
+def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None:
+    md = d.metadata
+    for candidate in (md.get("pyramid", {}).get("resolution_nm_xyz") if isinstance(md.get("pyramid"), dict) else None,
+                      md.get("resolution_nm_xyz")):
+        if candidate is not None:
+            try:
+                values = tuple(float(v) for v in candidate)
+            except (TypeError, ValueError):
+                continue
+            if len(values) == 3 and all(v > 0 for v in values):
+                return values  # type: ignore[return-value]
+    return None
+
+
+def open_precomputed(
+    path: str,
+    layer_type: str | None = None,
+    resolution_nm_xyz: Sequence[float] | None = None,
+) -> PrecomputedVolume:
+    """Open a ``.blockfs`` volume (one scale) or a pyramid folder (every level) as a precomputed source.
+
+    Parameters
+    ----------
+    path
+        A directory file, or a pyramid folder with an ``info`` (:mod:`blockfs_tasks.pyramid`).
+    layer_type
+        ``"image"`` or ``"segmentation"``; default: the pyramid's, else image.
+    resolution_nm_xyz
+        Voxel size of the finest scale in nm (XYZ order); coarser scales are
+        scaled by their factors. Default: the pyramid's, else the volume's
+        metadata ``resolution_nm_xyz``, else 1 nm.
+    """
+    override = None
+    if resolution_nm_xyz is not None:
+        override = tuple(float(v) for v in resolution_nm_xyz)
+        if len(override) != 3 or not all(v > 0 for v in override):
+            raise ConfigurationError(f"Expected three positive resolutions (x, y, z) in nm. Got {resolution_nm_xyz!r} instead.")
+    if os.path.isdir(path):
+        if not is_pyramid(path):
+            raise ConfigurationError(f"{path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder")
+        pyramid = Pyramid.from_info(path)
+        scales = []
+        for i, level in enumerate(pyramid.levels):
+            resolution = level.resolution_nm_xyz
+            if override is not None:
+                resolution = tuple(r * f for r, f in zip(override, level.factors_xyz))  # type: ignore[assignment]
+            scales.append(Scale(level.key, pyramid.open(i), resolution))
+        return PrecomputedVolume(scales, layer_type or pyramid.layer_type)
+    d = Directory.open(path)
+    resolution = override or _resolution_from_metadata(d) or (1.0, 1.0, 1.0)
+    return PrecomputedVolume([Scale(level_key((1, 1, 1)), d, resolution)], layer_type or "image")  # type: ignore[arg-type]
