@@ -20,13 +20,17 @@ from .export import (
     ExportTiffSlab,
 )
 from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
+from .pyramid import BuildLevel, Downsample, DownsampleBatch, PlaceLevel0, pyramid
 from .targets import BatchTarget
 
 __all__ = [
     "BatchTarget",
     "BlockBatchTask",
     "BuildDirectory",
+    "BuildLevel",
     "BuildVolume",
+    "Downsample",
+    "DownsampleBatch",
     "ExistingVolume",
     "ExportHdf5",
     "ExportHdf5Slab",
@@ -34,8 +38,10 @@ __all__ = [
     "ExportJp2kSlab",
     "ExportTiff",
     "ExportTiffSlab",
+    "PlaceLevel0",
     "WriteBlockBatch",
     "blockfs",
     "export",
     "ingest",
+    "pyramid",
 ]
