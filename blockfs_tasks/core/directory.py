@@ -44,6 +44,7 @@ from .codec import BlockCodec, Compression
 from .errors import (
     BlockDTypeError,
     BlockShapeError,
+    ConfigurationError,
     OutOfBoundsError,
     ReadOnlyError,
     WriterDiedError,
