@@ -485,6 +485,13 @@ class Directory:
             self._replay_journal()
         return self._index[self.grid.position(x, y, z)]  # type: ignore[index]
 
+    def _read_pool(self) -> ThreadPoolExecutor:
+        """The threads that decode the blocks of region reads, made on first use."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blockfs-read")
+            return self._pool
+
     def read_block(self, x: int, y: int, z: int) -> np.ndarray:
         """The (z, y, x) block whose first voxel is (x, y, z); zeros if never written."""
         entry = self._entry(x, y, z)
@@ -530,9 +537,7 @@ class Directory:
             ]
 
         if len(origins) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blockfs-read")
-            list(self._pool.map(fill, origins))
+            list(self._read_pool().map(fill, origins))
         elif origins:
             fill(origins[0])
         result = out[:: zs, :: ys, :: xs]
