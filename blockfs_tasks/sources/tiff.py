@@ -1,0 +1,392 @@
+"""TIFF sources: a stack of 2D planes (``tiff-stack``) and one 3D file (``tiff-3d``).
+
+Reads decode only the strips or tiles covering the requested rows; plain
+uncompressed pages are read row range by row range without decoding.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import SourceError
+from .base import Source, _check_dtype
+
+logger = logging.getLogger(__name__)
+
+_TIFF_EXTS = (".tif", ".tiff")
+
+# TIFF compressions whose decoder needs the JPEG tables (as TiffPage.segments does).
+_JPEG_COMPRESSIONS = frozenset({6, 7, 34892, 33007})
+
+
+def _import_tifffile() -> Any:
+    try:
+        import tifffile
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise ImportError("install tifffile to read TIFF sources") from e
+    return tifffile
+
+
+def _open_tiff(path: str) -> Any:
+    """Open a TIFF file, turning every failure into a SourceError naming it."""
+    tifffile = _import_tifffile()
+    try:
+        return tifffile.TiffFile(path)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except Exception as e:  # TiffFileError, OSError, struct errors on garbage
+        raise SourceError(f"{path}: not a readable TIFF file ({e})") from e
+
+
+def _read_exact(fh: Any, lock: AbstractContextManager[Any], offset: int, size: int,
+                path: str, what: str) -> bytes:
+    with lock:
+        fh.seek(offset)
+        data = fh.read(size)
+    if len(data) != size:
+        raise SourceError(
+            f"{path}: truncated file: {what} at byte {offset} needs {size} bytes, "
+            f"found {len(data)}"
+        )
+    return data
+
+
+def _read_page_region(
+    fh: Any,
+    lock: AbstractContextManager[Any],
+    page: Any,
+    byteorder: str,
+    d0: int,
+    d1: int,
+    y0: int,
+    y1: int,
+    out: np.ndarray,
+    path: str,
+) -> None:
+    """Copy depths ``[d0, d1)`` and rows ``[y0, y1)`` of one TIFF page into ``out``.
+
+    ``out`` has shape ``(d1 - d0, y1 - y0, x)``. Only the bytes of the strips or
+    tiles that cover the region are read and decoded; uncompressed contiguous
+    pages are read row range by row range without decoding.
+    """
+    key = page.keyframe
+    depth, ny, nx = key.imagedepth, key.imagelength, key.imagewidth
+    offsets, counts = page.dataoffsets, page.databytecounts
+    itemsize = out.dtype.itemsize
+    file_dtype = out.dtype.newbyteorder(byteorder)
+
+    contiguous = (
+        key.is_final
+        and (not key.is_tiled or (key.tiledepth <= 1 and key.tilewidth == nx))
+        and all(o + c == o2 for o, c, o2 in zip(offsets, counts, offsets[1:]))
+        and sum(counts) >= depth * ny * nx * itemsize
+    )
+    if contiguous:
+        row = nx * itemsize
+        for d in range(d0, d1):
+            start = offsets[0] + (d * ny + y0) * row
+            data = _read_exact(fh, lock, start, (y1 - y0) * row, path, f"rows [{y0}, {y1})")
+            out[d - d0] = np.frombuffer(data, file_dtype).reshape(y1 - y0, nx)
+        return
+
+    if key.is_tiled:
+        td = max(1, key.tiledepth)
+        tl, tw = key.tilelength, key.tilewidth
+        nr, nc = math.ceil(ny / tl), math.ceil(nx / tw)
+        n_segments = math.ceil(depth / td) * nr * nc
+        indices: Iterator[int] = (
+            (a * nr + r) * nc + c
+            for a in range(d0 // td, math.ceil(d1 / td))
+            for r in range(y0 // tl, math.ceil(y1 / tl))
+            for c in range(nc)
+        )
+        what = "tile"
+    elif depth == 1:
+        rps = key.rowsperstrip if 0 < key.rowsperstrip < ny else ny
+        n_segments = math.ceil(ny / rps)
+        indices = iter(range(y0 // rps, math.ceil(y1 / rps)))
+        what = "strip"
+    else:
+        n_segments = -1
+        indices = iter(())
+        what = "segment"
+
+    if n_segments != len(offsets):
+        # A layout this reader does not slice (volumetric strips...): decode it all.
+        logger.debug("%s: decoding a whole page to read rows [%d, %d)", path, y0, y1)
+        try:
+            with lock:
+                full = page.asarray()
+        except Exception as e:
+            raise SourceError(f"{path}: cannot decode TIFF page ({e})") from e
+        out[...] = full.reshape(depth, ny, nx)[d0:d1, y0:y1]
+        return
+
+    decodeargs: dict[str, Any] = {"_fullsize": key.is_tiled}
+    if key.compression in _JPEG_COMPRESSIONS:
+        decodeargs["jpegtables"] = page.jpegtables
+        decodeargs["jpegheader"] = key.jpegheader
+    decode = key.decode
+    for i in indices:
+        offset, count = offsets[i], counts[i]
+        data = None
+        if offset > 0 and count > 0:
+            data = _read_exact(fh, lock, offset, count, path, f"{what} {i}")
+        try:
+            segment, (_, sd, sy, sx, _), seg_shape = decode(data, i, **decodeargs)
+        except Exception as e:
+            raise SourceError(f"{path}: cannot decode {what} {i} ({e})") from e
+        a0, a1 = max(sd, d0), min(sd + seg_shape[0], d1)
+        b0, b1 = max(sy, y0), min(sy + seg_shape[1], y1)
+        c0, c1 = sx, min(sx + seg_shape[2], nx)
+        if a0 >= a1 or b0 >= b1 or c0 >= c1:
+            continue
+        dest = out[a0 - d0 : a1 - d0, b0 - y0 : b1 - y0, c0:c1]
+        if segment is None:
+            dest[...] = 0
+        else:
+            dest[...] = segment[a0 - sd : a1 - sd, b0 - sy : b1 - sy, c0 - sx : c1 - sx, 0]
+
+
+def _plane_page(tf: Any, path: str) -> Any:
+    """The single 2D grayscale page of a stack plane file."""
+    pages = tf.pages
+    n = len(pages)
+    if n != 1:
+        raise SourceError(
+            f"{path}: holds {n} pages; a TIFF stack needs one 2D plane per file "
+            "(open a multi-page file on its own as a 3D TIFF)"
+        )
+    page = pages[0]
+    separate, depth, _, _, contig = page.shaped
+    if separate * contig != 1:
+        raise SourceError(
+            f"{path}: has {separate * contig} samples per pixel; expected one grayscale channel"
+        )
+    if depth != 1:
+        raise SourceError(f"{path}: is a 3D page of depth {depth}; expected a 2D plane")
+    if page.dtype is None:
+        raise SourceError(f"{path}: pixel type of the TIFF is not supported")
+    return page
+
+
+class TiffStackSource(Source):
+    """A stack of single-plane 2D TIFF files, one per z, in natural sort order.
+
+    The first plane gives the (y, x) shape and the dtype; every plane read is
+    checked against them, so a stray plane fails the read that touches it.
+    """
+
+    kind = "tiff-stack"
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self.files = _stack_files(pattern)
+        first = self.files[0]
+        with _open_tiff(first) as tf:
+            page = _plane_page(tf, first)
+            ny, nx = int(page.imagelength), int(page.imagewidth)
+            dtype = _check_dtype(page.dtype, first)
+        if ny <= 0 or nx <= 0:
+            raise SourceError(f"{first}: empty plane of shape (y, x) = ({ny}, {nx})")
+        self.shape = (len(self.files), ny, nx)
+        self.dtype = dtype
+        logger.debug("opened %s", self.describe())
+
+    def _detail(self) -> str:
+        return f"{len(self.files)} files"
+
+    def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
+        _, ny, nx = self.shape
+        out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)
+        for z in range(z0, z1):
+            path = self.files[z]
+            with _open_tiff(path) as tf:
+                page = _plane_page(tf, path)
+                shape = (int(page.imagelength), int(page.imagewidth))
+                if shape != (ny, nx):
+                    raise SourceError(
+                        f"{path}: plane z={z} has shape (y, x) = {shape}; expected "
+                        f"({ny}, {nx}) like the first plane {self.files[0]}"
+                    )
+                if page.dtype.newbyteorder("=") != self.dtype:
+                    raise SourceError(
+                        f"{path}: plane z={z} has dtype {page.dtype.name}; expected "
+                        f"{self.dtype.name} like the first plane {self.files[0]}"
+                    )
+                _read_page_region(
+                    tf.filehandle, nullcontext(), page, tf.byteorder,
+                    0, 1, y0, y1, out[z - z0 : z - z0 + 1], path,
+                )
+        return out
+
+
+def _stack_files(pattern: str) -> list[str]:
+    """Plane files of a folder or a glob, in natural sort order."""
+    import natsort
+
+    if os.path.isdir(pattern):
+        names = [
+            os.path.join(pattern, name)
+            for name in os.listdir(pattern)
+            if name.lower().endswith(_TIFF_EXTS)
+        ]
+        files = [p for p in names if os.path.isfile(p)]
+        if not files:
+            raise SourceError(f"{pattern}: folder holds no *.tif or *.tiff files")
+    else:
+        files = [p for p in glob.glob(pattern) if os.path.isfile(p)]
+        if not files:
+            raise SourceError(f"{pattern}: glob pattern matches no files")
+    return list(natsort.natsorted(files, alg=natsort.ns.PATH))
+
+
+def _declared_size(tf: Any) -> tuple[str, int] | None:
+    """What a tifffile-written or ImageJ file says it holds, and its voxel count.
+
+    Used to tell a truncated file (tifffile then quietly returns the pages it
+    could read) from a file that really holds fewer pages.
+    """
+    try:
+        if tf.is_shaped and tf.shaped_metadata:
+            shape = tuple(int(n) for n in tf.shaped_metadata[0]["shape"])
+            return f"shape {shape}", math.prod(shape)
+        if tf.is_imagej and tf.imagej_metadata and "images" in tf.imagej_metadata:
+            images = int(tf.imagej_metadata["images"])
+            page = tf.pages.first
+            return f"{images} ImageJ images", images * math.prod(page.shape)
+    except Exception:  # malformed description: nothing declared
+        logger.debug("%s: unreadable image description", tf.filehandle.path, exc_info=True)
+    return None
+
+
+class Tiff3DSource(Source):
+    """One 3D TIFF file: a multi-page stack, one volumetric page, or an ImageJ
+    hyperstack with a single channel (and a single time point, or a single z)."""
+
+    kind = "tiff-3d"
+    _TRANSIENT = ("_tf",)
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        tf, self.shape, self.dtype, self._axes = self._probe()
+        self._tf = tf
+        logger.debug("opened %s", self.describe())
+
+    def _detail(self) -> str:
+        return f"axes {self._axes}"
+
+    def _probe(self) -> tuple[Any, tuple[int, int, int], np.dtype, str]:
+        path = self.path
+        tf = _open_tiff(path)
+        try:
+            shape, dtype, axes = self._geometry(tf)
+        except Exception:
+            tf.close()
+            raise
+        return tf, shape, dtype, axes
+
+    def _geometry(self, tf: Any) -> tuple[tuple[int, int, int], np.dtype, str]:
+        path = self.path
+        try:
+            series = tf.series
+        except Exception as e:
+            raise SourceError(
+                f"{path}: cannot parse the TIFF structure ({e}); the file may be truncated"
+            ) from e
+        if not series:
+            raise SourceError(f"{path}: holds no image data")
+        if len(series) > 1:
+            shapes = ", ".join(f"{s.axes} {s.shape}" for s in series)
+            raise SourceError(
+                f"{path}: pages of differing shape (series: {shapes}); a 3D TIFF needs "
+                "every page of the same shape"
+            )
+        s = series[0]
+        axes, shape = s.axes, tuple(int(n) for n in s.shape)
+        declared = _declared_size(tf)
+        if declared is not None and declared[1] != math.prod(shape):
+            raise SourceError(
+                f"{path}: declares {declared[0]} but holds {len(tf.pages)} readable "
+                f"page(s) of shape {tuple(s.keyframe.shape)}; the file may be truncated"
+            )
+        samples = shape[axes.index("S")] if "S" in axes else 1
+        if samples > 1:
+            raise SourceError(
+                f"{path}: has {samples} samples per pixel (axes {axes}, shape {shape}); "
+                "expected one grayscale channel"
+            )
+        if not axes.endswith("YX"):
+            raise SourceError(f"{path}: unsupported axes {axes} (shape {shape}); expected ...YX")
+        lead = [(a, n) for a, n in zip(axes[:-2], shape[:-2]) if n != 1]
+        if not lead:
+            raise SourceError(
+                f"{path}: is a 2D image of shape (y, x) = {shape[-2:]}; expected a 3D "
+                "TIFF (use a glob or a folder for a stack of 2D planes)"
+            )
+        if len(lead) > 1 or lead[0][0] in "CS":
+            raise SourceError(
+                f"{path}: has axes {axes} and shape {shape}; expected a single channel "
+                "with one z axis (export one channel, one time point)"
+            )
+        dtype = _check_dtype(s.dtype, path)
+        zyx = (lead[0][1], shape[-2], shape[-1])
+        key = s.keyframe
+        if s.dataoffset is None:
+            if key.imagedepth > 1:
+                if len(s.pages) != 1 or key.imagedepth != zyx[0]:
+                    raise SourceError(f"{path}: unsupported volumetric layout (axes {axes})")
+            elif len(s.pages) != zyx[0] or any(p is None for p in s.pages):
+                raise SourceError(
+                    f"{path}: expected {zyx[0]} pages of shape (y, x) = {zyx[1:]}, "
+                    f"found {len(s.pages)}; the file may be truncated"
+                )
+        return zyx, dtype, axes
+
+    def _handle(self) -> Any:
+        self._forget_after_fork()
+        if self._tf is None:
+            tf, shape, dtype, _ = self._probe()
+            try:
+                self._check_reopened(shape, dtype)
+            except SourceError:
+                tf.close()
+                raise
+            self._tf = tf
+        return self._tf
+
+    def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
+        tf = self._handle()
+        nz, ny, nx = self.shape
+        out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)
+        s = tf.series[0]
+        fh, lock = tf.filehandle, self._lock
+        if s.dataoffset is not None:  # uncompressed, contiguous: read rows directly
+            row = nx * self.dtype.itemsize
+            file_dtype = self.dtype.newbyteorder(tf.byteorder)
+            for z in range(z0, z1):
+                start = s.dataoffset + (z * ny + y0) * row
+                data = _read_exact(fh, lock, start, (y1 - y0) * row, self.path, f"plane {z}")
+                out[z - z0] = np.frombuffer(data, file_dtype).reshape(y1 - y0, nx)
+            return out
+        if s.keyframe.imagedepth > 1:
+            _read_page_region(fh, lock, s.pages[0], tf.byteorder, z0, z1, y0, y1, out, self.path)
+            return out
+        for z in range(z0, z1):
+            page = s.pages[z]
+            if tuple(page.shape) != (ny, nx):
+                raise SourceError(
+                    f"{self.path}: page {z} has shape {tuple(page.shape)}; expected ({ny}, {nx})"
+                )
+            _read_page_region(
+                fh, lock, page, tf.byteorder, 0, 1, y0, y1, out[z - z0 : z - z0 + 1], self.path
+            )
+        return out
