@@ -30,18 +30,21 @@ compressors, no parallel HDF5 needed.
 
 How the work is split
 ---------------------
-The planes ``[z0, z1)`` must start and end on block rows. The blocks present in
-them (absent ones are left to the fill value) are dealt round-robin, in block
-position order, to the processes: rank ``r`` of ``n`` reads, pads and compresses
-every ``n``-th block starting at the ``r``-th. With one process
-(:func:`export_hdf5` without ``comm``) that is all of them, compressed by
-``n_threads`` threads while the calling thread writes. Under ``mpiexec -n N``
-(:mod:`blockfs_tasks.export.hdf5_mpi`) rank 0 owns the file: it compresses and
-writes its own share and, between its chunks, writes the chunks the other ranks
-send it as point-to-point messages; each other rank ends with a sentinel
-message, and rank 0 is done when it has one sentinel per other rank. The only
-collective calls are two ``allgather`` that every rank makes exactly once (after
-setup and at the end, to agree on success), so an uneven split never hangs.
+The planes ``[z0, z1)`` must start and end on block rows. Only the blocks
+present in them are exported (absent ones are left to the fill value). With
+one process (:func:`export_hdf5` without ``comm``) ``n_threads`` threads read,
+pad and compress them in block position order while the calling thread writes.
+Under ``mpiexec -n N`` (:mod:`blockfs_tasks.export.hdf5_mpi`) every rank reads,
+pads and compresses, and rank 0 owns the file. Rank 0 hands the blocks out as
+it goes: each other rank starts with a few, sends each compressed chunk to rank
+0 as a point-to-point message, and gets the index of its next block (or "none
+left") in reply, so a faster rank takes more blocks and all finish together.
+Rank 0 compresses and writes blocks of its own and, between them, writes and
+answers the chunks that have arrived; each other rank ends with a sentinel
+message, and rank 0 is done when it has one per other rank. The only
+collective calls are two ``allgather`` that every rank makes exactly once
+(after setup and at the end, to agree on success), so an uneven split (more
+ranks than blocks, a slow rank) never hangs.
 
 Resume
 ------

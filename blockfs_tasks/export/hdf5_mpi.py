@@ -1,29 +1,42 @@
-"""The MPI driver of the HDF5 export: many ranks compress, rank 0 writes.
+"""The MPI driver of the HDF5 export: every rank compresses, rank 0 also writes.
 
 Every rank calls :func:`export_hdf5_mpi` with the same arguments (through
 :func:`blockfs_tasks.export.hdf5.export_hdf5` with ``comm=``). The protocol,
-with ``n`` ranks:
+with ``n`` ranks and the ``N`` present blocks of the planes numbered in block
+position order:
 
-1. Setup. Every rank opens the volume and computes the same list of present
-   blocks in the planes; rank 0 also opens the file and creates or checks the
-   dataset. One ``allgather`` of the setup errors: if any rank failed, every
-   rank raises (the failing one its own error, the others
-   :class:`RemoteRankError` naming it), so nobody waits for a dead peer.
-2. Work. Rank ``r`` takes blocks ``r, r + n, r + 2n, ...``. Ranks 1..n-1 send
-   ``("chunk", offset, bytes, mask, raw)`` to rank 0 with non-blocking
-   point-to-point sends (at most ``SEND_WINDOW`` in flight), then, once all
-   have completed, one sentinel: ``("done",)`` or ``("failed", message)``
-   (MPI keeps the order of messages between two ranks). Rank 0
-   writes its own chunks and, after each, the messages already arrived
-   (``iprobe``, never a spin: it has its own work between probes); when its
-   share is done it blocks in ``recv`` until it has one sentinel per other rank.
-   A failure on rank 0 stops its writing but it keeps receiving (and dropping)
-   chunks until every sentinel is in, so no sender is left blocked.
+1. Setup. Every rank opens the volume and computes the same list of blocks;
+   rank 0 also opens the file and creates or checks the dataset. One
+   ``allgather`` shares each rank's setup error and its number of compressing
+   threads ``t``: if any rank failed, every rank raises (the failing one its
+   own error, the others :class:`RemoteRankError` naming it), so nobody waits
+   for a dead peer.
+2. Work, handed out by rank 0 as it goes, so fast ranks take more blocks and
+   all ranks finish within about one block of each other. Each other rank
+   ``r`` starts with the next ``credit = 4 t + 4`` blocks (in rank order).
+   It compresses them in ``t`` threads and sends each chunk to rank 0 as a
+   non-blocking point-to-point message ``("chunk", offset, bytes, mask, raw)``.
+   For every chunk it receives, rank 0 replies to its sender with the index of
+   the next block not yet handed out, or -1 when there is none (or when
+   something failed). A rank ends when it has nothing queued or in flight and
+   has had the reply to every chunk it sent; then it sends one sentinel,
+   ``("done",)`` or ``("failed", message)``. Rank 0 takes blocks for itself
+   from the same counter, compresses them in its own ``t`` threads, writes
+   them, and between its own chunks writes and answers the messages already
+   arrived (``iprobe``); when no block is left it receives (and answers) until
+   it has one sentinel per other rank. A failure anywhere turns every reply
+   into -1 and rank 0 drops the chunks still arriving, so every rank stops
+   after the blocks it already holds.
 3. End. Rank 0 records the range as complete only if nothing failed, closes the
    file, and a last ``allgather`` shares the outcome and the counts.
 
-No call depends on how many blocks each rank got, so an uneven split (3 blocks
-over 2 ranks, or 0 blocks on some rank) cannot hang.
+Why it cannot hang: every chunk message gets exactly one reply, a rank blocks
+for a reply only when it has sent a chunk not yet answered and has nothing
+else to do, and rank 0 keeps receiving until every sentinel is in. No call
+depends on how many blocks a rank got (0 blocks on some rank is fine), and the
+only collectives are the two ``allgather`` every rank makes exactly once.
+MPI ranks spin while they wait in an MPI call; handing out work as it goes
+keeps those waits short.
 
 MPI is never initialised by importing this module or the package: mpi4py is
 imported only by :func:`world_comm`, which the ``blockfs2hdf`` console script
@@ -37,20 +50,19 @@ import os
 import time
 from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 from ..core import Directory
 from ..core.errors import RemoteRankError
-from ..core.parallel import bounded_map
 from .hdf5 import ChunkWriter, ExportJob, Hdf5ExportResult, Hdf5Filters, Progress
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["export_hdf5_mpi", "launched_by_mpiexec", "world_comm"]
 
-CHUNK_TAG = 7301
-# Chunks a worker rank may have sent that rank 0 has not received yet (memory: that many compressed chunks).
-SEND_WINDOW = 8
+CHUNK_TAG = 7301  # other ranks -> rank 0: chunks and sentinels
+WORK_TAG = 7302  # rank 0 -> other ranks: the next block index, or -1
 
 # Variables that MPI launchers (MPICH/Hydra, Intel MPI, Open MPI, PMIx, Slurm) set in each rank.
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
@@ -72,7 +84,7 @@ def world_comm() -> Any:
 
 
 def _agree(comm: Any, error: BaseException | None, stage: str, payload: Any = None) -> list[Any]:
-    """Collective: share each rank's error (and a payload); raise on every rank if any failed."""
+    """Collective: share each rank's error and a payload; raise on every rank if any failed."""
     message = None if error is None else f"{type(error).__name__}: {error}"
     gathered = comm.allgather((message, payload))
     if error is not None:
@@ -81,6 +93,15 @@ def _agree(comm: Any, error: BaseException | None, stage: str, payload: Any = No
         if msg is not None:
             raise RemoteRankError(f"rank {other} of {len(gathered)} failed while {stage}: {msg}") from None
     return [p for _, p in gathered]
+
+
+def _credit(threads: int) -> int:
+    """Blocks a rank holds (queued, compressing or awaiting rank 0's reply) at once.
+
+    Rank 0 answers between its own chunks, so a rank needs a few blocks queued
+    beyond the ``2 t`` it compresses to keep busy while it waits for answers.
+    """
+    return 4 * threads + 4
 
 
 def export_hdf5_mpi(
@@ -96,7 +117,7 @@ def export_hdf5_mpi(
 ) -> Hdf5ExportResult:
     """Export over the ranks of ``comm`` (every rank calls it); see the module docstring."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    threads = n_threads or max(1, (os.cpu_count() or 1) // size)
+    threads = max(1, n_threads or (os.cpu_count() or 1) // size)
     start = time.perf_counter()
     job: ExportJob | None = None
     writer: ChunkWriter | None = None
@@ -108,17 +129,20 @@ def export_hdf5_mpi(
     except Exception as e:  # shared with every rank below, then re-raised here
         error = e
     try:
-        _agree(comm, error, "preparing the export")
+        all_threads = _agree(comm, error, "preparing the export", threads)
     except BaseException:
         if writer is not None:
             writer.close()
         raise
     job = cast(ExportJob, job)  # set on every rank once no rank failed
-    mine = job.blocks[rank::size]
+    first, cursor = {}, 0
+    for other in range(1, size):  # the first blocks of each other rank, in rank order
+        n = min(_credit(all_threads[other]), len(job.blocks) - cursor)
+        first[other], cursor = list(range(cursor, cursor + n)), cursor + n
     if rank == 0:
         writer = cast(ChunkWriter, writer)
         try:
-            error, failed = _write_as_rank0(comm, writer, job, mine, threads, progress)
+            error, failed = _run_rank0(comm, writer, job, cursor, threads, progress)
             if error is None and not failed:
                 writer.finish()
         except Exception as e:
@@ -129,7 +153,7 @@ def export_hdf5_mpi(
             error = error or e
         counts = (writer.chunks_written, writer.raw_bytes, writer.stored_bytes)
     else:
-        error = _send_as_worker(comm, job, mine, threads)
+        error = _run_worker(comm, job, first[rank], threads)
         counts = None
     gathered = _agree(comm, error, "exporting", counts)
     chunks, raw, stored = gathered[0]
@@ -138,79 +162,142 @@ def export_hdf5_mpi(
     )
 
 
-def _write_as_rank0(
-    comm: Any, writer: ChunkWriter, job: ExportJob, mine: list[Any], threads: int, progress: Progress | None
+def _run_rank0(
+    comm: Any, writer: ChunkWriter, job: ExportJob, next_item: int, threads: int, progress: Progress | None
 ) -> tuple[BaseException | None, bool]:
-    """Write own chunks and the others'; return (own error, whether another rank failed)."""
+    """Hand out blocks, compress and write own ones, write the others'.
+
+    Returns (this rank's error, whether another rank failed).
+    """
     from mpi4py import MPI
 
-    size = comm.Get_size()
-    pending_sentinels = size - 1
+    pending_sentinels = comm.Get_size() - 1
     error: BaseException | None = None
     failed = False
+    replies: deque[Any] = deque()
+    own = 0
+    start = time.perf_counter()
+
+    def hand_out() -> int:
+        nonlocal next_item
+        if error is not None or failed or next_item >= len(job.blocks):
+            return -1
+        next_item += 1
+        return next_item - 1
 
     def handle(message: tuple[Any, ...], source: int) -> None:
         nonlocal pending_sentinels, failed
         kind = message[0]
         if kind == "chunk":
+            replies.append(comm.isend(hand_out(), dest=source, tag=WORK_TAG))  # first: a failed write must not starve
             if error is None and not failed:
                 writer.write(*message[1:])
                 if progress is not None:
                     progress(1)
-        elif kind == "done":
-            pending_sentinels -= 1
         else:
             pending_sentinels -= 1
-            failed = True
-            logger.error("rank %d failed: %s", source, message[1])
+            if kind == "failed":
+                failed = True
+                logger.error("rank %d failed: %s", source, message[1])
+        while replies and replies[0].Test():
+            replies.popleft()
 
     status = MPI.Status()
-    own = bounded_map(job.encode_at, mine, threads)
-    try:
-        writer.clear_stale_chunks()
-        for item in own:
-            if failed:
-                break
-            writer.write(*item)
-            if progress is not None:
-                progress(1)
-            while pending_sentinels and comm.iprobe(source=MPI.ANY_SOURCE, tag=CHUNK_TAG, status=status):
-                source = status.Get_source()
-                handle(comm.recv(source=source, tag=CHUNK_TAG), source)
-    except Exception as e:
-        error = e
-        logger.error("rank 0 failed, draining the other ranks: %s", e)
-    finally:
-        own.close()
-    while pending_sentinels:
-        message = comm.recv(source=MPI.ANY_SOURCE, tag=CHUNK_TAG, status=status)
+
+    def drain(block: bool) -> None:
+        """Handle the messages that have arrived (or wait for one)."""
+        nonlocal error
+        while pending_sentinels and (block or comm.iprobe(source=MPI.ANY_SOURCE, tag=CHUNK_TAG, status=status)):
+            message = comm.recv(source=MPI.ANY_SOURCE, tag=CHUNK_TAG, status=status)
+            block = False
+            try:
+                handle(message, status.Get_source())
+            except Exception as e:  # a write failed: keep answering so no rank waits forever
+                if error is None:
+                    error = e
+                    logger.error("rank 0 failed, stopping the other ranks: %s", e)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="blockfs-hdf5") as pool:
+        futures: deque[Future[Any]] = deque()
         try:
-            handle(message, status.Get_source())
-        except Exception as e:  # a write failed: keep draining so no sender blocks forever
-            if error is None:
-                error = e
-                logger.error("rank 0 failed, draining the other ranks: %s", e)
+            writer.clear_stale_chunks()
+            while error is None and not failed:
+                while len(futures) < 2 * threads and (item := hand_out()) >= 0:
+                    futures.append(pool.submit(job.encode_at, job.blocks[item]))
+                if not futures:
+                    break
+                writer.write(*futures.popleft().result())
+                own += 1
+                if progress is not None:
+                    progress(1)
+                drain(block=False)
+        except Exception as e:
+            error = e
+            logger.error("rank 0 failed, stopping the other ranks: %s", e)
+        finally:
+            for future in futures:
+                future.cancel()
+    own_done = time.perf_counter() - start
+    while pending_sentinels:
+        drain(block=True)
+    for request in replies:
+        request.wait()
+    logger.info(
+        "rank 0: %d own chunks done at %.2f s, all %d chunks written at %.2f s",
+        own, own_done, writer.chunks_written, time.perf_counter() - start,
+    )
     return error, failed
 
 
-def _send_as_worker(comm: Any, job: ExportJob, mine: list[Any], threads: int) -> BaseException | None:
-    """Compress this rank's blocks and send them to rank 0; always end with a sentinel.
-
-    Sends are non-blocking with at most ``SEND_WINDOW`` in flight, so this
-    rank compresses the next block instead of waiting (MPI spins while it
-    waits) for rank 0 to take the last one.
-    """
-    pending: deque[Any] = deque()
+def _run_worker(comm: Any, job: ExportJob, first: list[int], threads: int) -> BaseException | None:
+    """Compress the blocks rank 0 hands out and send them; always end with a sentinel."""
+    queue = deque(first)
+    unanswered = 0  # chunks sent whose reply has not arrived
+    sends: deque[Any] = deque()
+    futures: deque[Future[Any]] = deque()
     error: BaseException | None = None
-    try:
-        for offset, data, mask, raw in bounded_map(job.encode_at, mine, threads):
-            pending.append(comm.isend(("chunk", offset, data, mask, raw), dest=0, tag=CHUNK_TAG))
-            while pending and (len(pending) >= SEND_WINDOW or pending[0].Test()):
-                pending.popleft().wait()
-    except Exception as e:
-        error = e
-    for request in pending:
+    start, waited, n = time.perf_counter(), 0.0, 0
+
+    def take_reply() -> None:
+        nonlocal unanswered
+        item = comm.recv(source=0, tag=WORK_TAG)
+        unanswered -= 1
+        if item >= 0 and error is None:
+            queue.append(item)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="blockfs-hdf5") as pool:
+        while True:
+            while unanswered and comm.iprobe(source=0, tag=WORK_TAG):
+                take_reply()
+            while error is None and queue and len(futures) < 2 * threads:
+                futures.append(pool.submit(job.encode_at, job.blocks[queue.popleft()]))
+            if futures:
+                future = futures.popleft()
+                try:
+                    offset, data, mask, raw = future.result()
+                except Exception as e:
+                    if error is None:
+                        error = e
+                        queue.clear()
+                    continue
+                if error is None:
+                    sends.append(comm.isend(("chunk", offset, data, mask, raw), dest=0, tag=CHUNK_TAG))
+                    unanswered += 1
+                    n += 1
+                while sends and sends[0].Test():
+                    sends.popleft()
+            elif unanswered:
+                t = time.perf_counter()
+                take_reply()
+                waited += time.perf_counter() - t
+            else:
+                break
+    for request in sends:
         request.wait()
+    logger.info(
+        "rank %d: %d chunks in %.2f s, %.2f s of it waiting for rank 0",
+        comm.Get_rank(), n, time.perf_counter() - start, waited,
+    )
     if error is not None:
         comm.send(("failed", f"{type(error).__name__}: {error}"), dest=0, tag=CHUNK_TAG)
         return error

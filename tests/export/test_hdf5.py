@@ -410,11 +410,14 @@ def run_mpi(n: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path, threads: str) -> None:
     data = volume_data((20, 40, 40), "uint16", seed=7)  # 3 x 3 x 3 = 27 blocks over 2 ranks
     src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
     dest = tmp_path / "out.h5"
-    done = run_mpi(2, str(src), str(dest), "v", "--compression", "gzip", "--compression-opts", "3", "--shuffle")
+    done = run_mpi(
+        2, str(src), str(dest), "v", "--compression", "gzip", "--compression-opts", "3", "--shuffle", "--n-threads", threads
+    )
     assert done.returncode == 0, done.stderr
     assert "27 chunks" in done.stdout and "on 2 rank(s)" in done.stdout
     assert done.stdout.count("planes [") == 1  # rank 0 alone reports
@@ -426,7 +429,7 @@ def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path) -> None:
 
 def test_mpiexec_slabs_of_a_sparse_volume_lzf(tmp_path: Path) -> None:
     data = volume_data(EXTENT[::-1], "float32", seed=9)
-    keep = lambda x, y, z: z == 8 or (x, y, z) == (32, 32, 24)  # noqa: E731  # 9 + 1 blocks: one rank gets more
+    keep = lambda x, y, z: z == 8 or (x, y, z) == (32, 32, 24)  # noqa: E731  # 9 + 1 blocks
     src = make_volume(tmp_path / "vol.blockfs", data, keep=keep)
     expected = np.zeros_like(data)
     expected[8:16] = data[8:16]
@@ -440,7 +443,7 @@ def test_mpiexec_slabs_of_a_sparse_volume_lzf(tmp_path: Path) -> None:
 
 
 def test_mpiexec_more_ranks_than_blocks(tmp_path: Path) -> None:
-    data = volume_data((8, 16, 40), "uint8")  # 3 blocks over 4 ranks: rank 3 has nothing to do
+    data = volume_data((8, 16, 40), "uint8")  # 3 blocks over 4 ranks: some ranks get none
     src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
     dest = tmp_path / "out.h5"
     done = run_mpi(4, str(src), str(dest), "v")
@@ -457,21 +460,38 @@ def test_mpiexec_setup_error_is_reported_by_every_rank_without_hanging(tmp_path:
     assert "rank 0 of 2 failed while preparing the export" in done.stderr  # what rank 1 says
 
 
-def test_mpiexec_worker_failure_stops_every_rank_and_records_nothing(tmp_path: Path) -> None:
-    data = volume_data((8, 16, 64), "uint16")  # 4 blocks in one row: rank 1 gets blocks 1 and 3
-    src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
+def corrupt_block(src: Path, x: int, y: int, z: int) -> None:
+    """Flip a byte inside the stored block at (x, y, z): reading it raises ChecksumError."""
     d = Directory.open(src)
-    entry = d.index[d.grid.position(16, 0, 0)]
+    entry = d.index[d.grid.position(x, y, z)]
     path = d.block_filenames[int(entry["file"]) - 1]
-    with open(path, "r+b") as f:  # flip a byte inside rank 1's first block
+    with open(path, "r+b") as f:
         f.seek(int(entry["offset"]) + int(entry["size"]) // 2)
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ChecksumError):
-        Directory.open(src).read_block(16, 0, 0)
+        Directory.open(src).read_block(x, y, z)
+
+
+def test_mpiexec_worker_failure_stops_every_rank_and_records_nothing(tmp_path: Path) -> None:
+    data = volume_data((8, 16, 64), "uint16")  # 4 blocks: all in rank 1's first hand-out
+    src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
+    corrupt_block(src, 16, 0, 0)
     dest = tmp_path / "out.h5"
-    done = run_mpi(2, str(src), str(dest), "v")
+    done = run_mpi(2, str(src), str(dest), "v", "--n-threads", "1")
     assert done.returncode == 1, done.stderr
     assert "rank 1 of 2 failed while exporting: ChecksumError" in done.stderr
+    assert completed_planes(dest, "v", src) == []
+
+
+def test_mpiexec_failure_late_in_the_run_stops_every_rank(tmp_path: Path) -> None:
+    data = volume_data((32, 48, 48), "uint16")  # 36 blocks; the last one is handed out late, to either rank
+    src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
+    corrupt_block(src, 32, 32, 24)
+    dest = tmp_path / "out.h5"
+    done = run_mpi(2, str(src), str(dest), "v", "--n-threads", "1")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("checksum mismatch") >= 2  # the failing rank's own error, and the other's report of it
+    assert "of 2 failed while exporting: ChecksumError" in done.stderr
     assert completed_planes(dest, "v", src) == []
