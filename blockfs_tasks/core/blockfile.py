@@ -163,9 +163,17 @@ class BlockFileReader:
         return fd
 
     def read(
-        self, entry: np.void, dtype: np.dtype, shape: tuple[int, int, int], where: str
+        self,
+        entry: np.void,
+        dtype: np.dtype,
+        shape: tuple[int, int, int],
+        where: str,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Read and decode the block an index entry points at; ``where`` names it in errors."""
+        """Read and decode the block an index entry points at (into ``out`` if given).
+
+        ``where`` names the block in errors.
+        """
         i = int(entry["file"]) - 1
         offset, size = int(entry["offset"]), int(entry["size"])
         data = os.pread(self._fd(i), size, offset)
@@ -180,7 +188,7 @@ class BlockFileReader:
                 f"(stored bytes are corrupt)"
             )
         try:
-            return BlockCodec.decode(data, dtype, shape)
+            return BlockCodec.decode(data, dtype, shape, out)
         except FormatError as e:
             raise FormatError(f"{self.paths[i]}: {where} at offset {offset}: {e}") from e
 

@@ -103,13 +103,17 @@ class BlockCodec:
         )
 
     @staticmethod
-    def decode(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """Decompress one Blosc frame into a new array of ``shape``.
+    def decode(
+        data: bytes, dtype: np.dtype, shape: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Decompress one Blosc frame into ``out`` or a new array of ``shape``.
 
         Any Blosc frame decodes, whatever compressor wrote it, so this needs no
-        settings: the frame header carries them.
+        settings: the frame header carries them. ``out`` (C-contiguous, of
+        ``shape`` and ``dtype``) lets a caller reuse one buffer for many blocks.
         """
-        out = np.empty(shape, dtype)
+        if out is None:
+            out = np.empty(shape, dtype)
         if len(data) < _BLOSC_HEADER.size:
             raise FormatError(f"{len(data)} bytes is too short for a Blosc frame")
         nbytes, _, cbytes = _BLOSC_HEADER.unpack_from(data)

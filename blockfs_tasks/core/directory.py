@@ -492,15 +492,27 @@ class Directory:
                 self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blockfs-read")
             return self._pool
 
-    def read_block(self, x: int, y: int, z: int) -> np.ndarray:
-        """The (z, y, x) block whose first voxel is (x, y, z); zeros if never written."""
+    def read_block(self, x: int, y: int, z: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The (z, y, x) block whose first voxel is (x, y, z); zeros if never written.
+
+        ``out``, a C-contiguous array of the block's shape and the volume's
+        dtype, receives the block instead of a new array (reuse it in loops).
+        """
         entry = self._entry(x, y, z)
         shape = self.grid.block_shape_at(x, y, z)
+        if out is not None and (out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous):
+            raise BlockShapeError(
+                f"{self.directory_filename}: out= must be a C-contiguous {self.dtype.name} array of "
+                f"shape {shape}, got {out.dtype} {out.shape}"
+            )
         if entry["file"] == 0:
-            return np.zeros(shape, self.dtype)
+            if out is None:
+                return np.zeros(shape, self.dtype)
+            out.fill(0)
+            return out
         if self._reader is None:
             self._reader = BlockFileReader(self.block_filenames, self.version == fmt.VERSION)
-        return self._reader.read(entry, self.dtype, shape, f"block at (x, y, z) = ({x}, {y}, {z})")
+        return self._reader.read(entry, self.dtype, shape, f"block at (x, y, z) = ({x}, {y}, {z})", out)
 
     def has_block(self, x: int, y: int, z: int) -> bool:
         """True if the block at (x, y, z) was written."""
@@ -523,11 +535,19 @@ class Directory:
         (z0, z1, zs), (y0, y1, ys), (x0, x1, xs) = slices
         box = (max(z1, z0), max(y1, y0), max(x1, x0))
         out = np.zeros((box[0] - z0, box[1] - y0, box[2] - x0), self.dtype)
-        origins = list(self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2])) if out.size else []
+        origins = [
+            o for o in (self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2]) if out.size else ())
+            if self.has_block(*o)  # absent blocks are zeros already
+        ]
+        buffers = threading.local()  # one decode buffer per thread and block shape
 
         def fill(origin: tuple[int, int, int]) -> None:
             bx, by, bz = origin
-            block = self.read_block(bx, by, bz)
+            shape = self.grid.block_shape_at(bx, by, bz)
+            cache = buffers.__dict__.setdefault("by_shape", {})
+            if shape not in cache:
+                cache[shape] = np.empty(shape, self.dtype)
+            block = self.read_block(bx, by, bz, out=cache[shape])
             sz, sy, sx = block.shape
             zz = slice(max(z0, bz), min(box[0], bz + sz))
             yy = slice(max(y0, by), min(box[1], by + sy))

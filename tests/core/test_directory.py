@@ -15,7 +15,7 @@ import google_crc32c
 import numpy as np
 import pytest
 
-from blockfs_tasks.core import Compression, Directory, OutOfBoundsError, ReadOnlyError
+from blockfs_tasks.core import BlockShapeError, Compression, Directory, OutOfBoundsError, ReadOnlyError
 from blockfs_tasks.core.blockfile import journal_name
 
 from .helpers import ALL_COMPRESSORS, ALL_DTYPES, compressor_param, random_block, same
@@ -432,3 +432,21 @@ def test_concurrent_readers_of_a_closed_volume(volume: tuple[Directory, np.ndarr
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_read_block_into_a_reused_buffer(tmp_path: Path) -> None:
+    data = np.arange(20 * 24 * 28, dtype=np.uint16).reshape(20, 24, 28)
+    d = Directory(28, 24, 20, np.uint16, tmp_path / "v.blockfs", 16, 16, 16)
+    d.create()
+    d.write_block(data[:16, :16, :16], 0, 0, 0)
+    d.close()
+    d = Directory.open(tmp_path / "v.blockfs")
+    buf = np.full((16, 16, 16), 7, np.uint16)
+    assert d.read_block(0, 0, 0, out=buf) is buf
+    np.testing.assert_array_equal(buf, data[:16, :16, :16])
+    d.read_block(16, 0, 0, out=np.empty((16, 16, 12), np.uint16))  # absent: zeros
+    assert not d.read_block(16, 0, 0, out=np.ones((16, 16, 12), np.uint16)).any()
+    with pytest.raises(BlockShapeError, match="out="):
+        d.read_block(0, 0, 0, out=np.empty((16, 16, 12), np.uint16))
+    np.testing.assert_array_equal(d[:16, :16, :16], data[:16, :16, :16])
+    assert not d[16:, 16:, 16:].any()
