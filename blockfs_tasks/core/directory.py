@@ -486,10 +486,13 @@ class Directory:
         return self._index[self.grid.position(x, y, z)]  # type: ignore[index]
 
     def _read_pool(self) -> ThreadPoolExecutor:
-        """The threads that decode the blocks of region reads, made on first use."""
+        """The threads that read and decode the blocks of region reads, made on first use.
+
+        More threads than cores: while some wait on a cold ``pread``, others decode.
+        """
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="blockfs-read")
+                self._pool = ThreadPoolExecutor(4 * (os.cpu_count() or 1), thread_name_prefix="blockfs-read")
             return self._pool
 
     def read_block(self, x: int, y: int, z: int, out: np.ndarray | None = None) -> np.ndarray:
