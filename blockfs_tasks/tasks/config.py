@@ -18,6 +18,17 @@ class blockfs(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
     compression = luigi.Parameter(default="zstd", description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib, snappy.")
     compression_level = luigi.IntParameter(default=5, description="Blosc compression level, 0-9.")
     shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
+    io_resource = luigi.Parameter(
+        default="",
+        description="A [resources] name that IO-heavy tasks (batches, export slabs) take one of, so the "
+        "scheduler caps how many run at once; empty = no cap. Luigi caps an undeclared resource at 1.",
+    )
+
+
+def io_resources() -> dict[str, int]:
+    """The ``resources`` of an IO-heavy task: one unit of ``[blockfs] io_resource``, if set."""
+    name = blockfs().io_resource
+    return {name: 1} if name else {}
 
 
 class ingest(luigi.Config):  # noqa: N801

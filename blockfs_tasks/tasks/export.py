@@ -21,7 +21,7 @@ import luigi
 
 from ..core import Directory
 from ..export.planes import plane_path
-from .config import export
+from .config import export, io_resources
 from .ingest import BuildDirectory
 
 
@@ -66,7 +66,9 @@ class _PlaneSlab(luigi.Task):
     z0 = luigi.IntParameter(description="First plane, inclusive.")
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
-    resources = {"blockfs_io": 1}
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        return io_resources()
 
     def requires(self) -> luigi.Task:
         return ExistingVolume(path=self.volume)
@@ -188,7 +190,9 @@ class ExportHdf5Slab(luigi.Task):
     z0 = luigi.IntParameter(description="First plane, inclusive (on a block row).")
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
-    resources = {"blockfs_io": 1, "hdf5_writer": 1}  # one writer per HDF5 file at a time
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        return {**io_resources(), "hdf5_writer": 1}  # one writer per HDF5 file at a time
 
     def requires(self) -> luigi.Task:
         return ExistingVolume(path=self.volume)

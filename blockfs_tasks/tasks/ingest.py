@@ -29,7 +29,7 @@ from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
 from ..planning import BatchPlan, blocks_of_unit, plan_batches
 from ..sources import check_extent, open_source
-from .config import blockfs, ingest
+from .config import blockfs, ingest, io_resources
 from .targets import BatchTarget
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,11 @@ class BlockBatchTask(luigi.Task):
     dest = luigi.PathParameter(description="Directory file of the volume being written.")
     batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
 
-    resources = {"blockfs_io": 1}
     threads = 1
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        return io_resources()
 
     def volume_spec(self) -> VolumeSpec:
         """The volume's grid, dtype and codec; the same for every batch."""

@@ -32,7 +32,7 @@ def test_two_workers_on_luigid(tmp_path: Path, luigid):
         tmp_path / "client.cfg",
         {
             "core": {"scheduler_host": "127.0.0.1", "scheduler_port": port},
-            "blockfs": {"block_size": 32},
+            "blockfs": {"block_size": 32, "io_resource": "blockfs_io"},
             "ingest": {"target_tasks": 6},
         },
     )
