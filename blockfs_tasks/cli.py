@@ -371,7 +371,8 @@ def _plane_export_parser(prog: str, what: str, example: str) -> argparse.Argumen
     )
     p.add_argument("--input", required=True, help="The directory file (.blockfs) of the volume.")
     p.add_argument(
-        "--output-pattern", required=True, help=f"Output path with a %%d field for the plane number, e.g. {example}."
+        "--output-pattern", required=True,
+        help=f"Output path with a %%d field for the plane number, e.g. {example.replace('%', '%%')}."
     )
     p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")

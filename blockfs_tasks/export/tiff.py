@@ -87,7 +87,7 @@ class TiffPlan:
     band_rows
         Rows of a band: a multiple of the block height, or the plane's height.
     rows_per_strip
-        TIFF RowsPerStrip; divides the block height so bands hold whole strips.
+        TIFF RowsPerStrip; divides the band height so bands hold whole strips.
     bigtiff
         Write BigTIFF (a plane would not fit in a classic TIFF).
     peak_bytes
@@ -116,12 +116,16 @@ def plan_tiff(
     nz, ny, nx = shape_zyx
     bz, by, bx = block_zyx
     row_bytes = nx * itemsize
-    rows = max((d for d in range(1, by + 1) if by % d == 0 and d * row_bytes <= STRIP_TARGET), default=1)
-    rows = min(rows, ny)
-    strip_bytes = rows * row_bytes + rows * row_bytes // 1000 + 64  # deflate may grow a strip a little
     block_bytes = bz * by * bx * itemsize
 
+    def strip_rows(band_rows: int) -> int:
+        """Strips divide the band height, so bands hold whole strips (the plane's last one may be short)."""
+        fits = (d for d in range(1, band_rows + 1) if band_rows % d == 0 and d * row_bytes <= STRIP_TARGET)
+        return max(fits, default=1)
+
     def peak(group: int, band_rows: int) -> int:
+        strip_bytes = strip_rows(band_rows) * row_bytes
+        strip_bytes += strip_bytes // 1000 + 64  # deflate may grow a strip a little
         bands = 2 * group * band_rows * row_bytes
         # strips being encoded, and queued for two groups' writers (one streaming, one publishing)
         strips = (2 * n_workers + 2 * group * (QUEUE_DEPTH + 1)) * strip_bytes
@@ -144,6 +148,7 @@ def plan_tiff(
         if peak(group, bigger) > memory_budget or group * bigger * row_bytes > BAND_TARGET:
             break
         band = bigger
+    rows = strip_rows(band)
     return TiffPlan(group, band, rows, ny * row_bytes > CLASSIC_TIFF_LIMIT, peak(group, band))
 
 
@@ -318,7 +323,9 @@ class _PlaneGroup:
 
     def send_band(self, data: np.ndarray, y0: int, y1: int, rows: int, encode: Any, workers: int) -> None:
         """Encode a band's strips with ``workers`` threads and hand them, in order, to the writers."""
-        strips = [(i, y) for i in range(len(self.queues)) for y in range(y0, y1, rows)]
+        # Row-major over the planes: consecutive strips go to different writers, so a full queue rarely
+        # blocks the hand-off (and with it the encoders) while its writer thread waits to be scheduled.
+        strips = [(i, y) for y in range(y0, y1, rows) for i in range(len(self.queues))]
 
         def encode_strip(item: tuple[int, int]) -> bytes:
             i, y = item

@@ -294,6 +294,14 @@ def test_no_openjpeg_is_exit_1_from_the_cli(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------- CLI
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        jp2k_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "img_%04d.jp2" in out and "--psnr" in out and "--htj2k" in out
+
+
 def test_cli_lossless_and_psnr(tmp_path: Path, glymur: Any) -> None:
     data = camera_data((4, 60, 50))
     make_volume(tmp_path / "vol.blockfs", data)

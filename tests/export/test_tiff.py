@@ -308,13 +308,16 @@ def test_a_failure_while_encoding_strips_leaves_no_partial_plane(
     d = make_volume(tmp_path / "vol.blockfs", data, block=(8, 8, 64))
     real = tiff.strip_encoder
     calls = {"n": 0}
+    plan = plan_tiff(d.shape, d.grid.block_shape, 2, 2, 1_000_000)
+    assert plan.group_planes < 16
+    half = 16 * -(-64 // plan.rows_per_strip) // 2 + 1
 
     def encoder(level: int):  # type: ignore[no-untyped-def]
         encode = real(level)
 
         def counting(strip: np.ndarray) -> bytes:
             calls["n"] += 1
-            if calls["n"] == 100:  # group 2, after some strips of each plane were written
+            if calls["n"] == half:  # a later group, after some strips of each of its planes were written
                 raise RuntimeError("injected encode failure")
             return encode(strip)
 
@@ -398,6 +401,14 @@ def test_cli_exports_every_plane(tmp_path: Path) -> None:
     assert tif_main(argv) == 0
     for z in range(5):
         assert np.array_equal(tifffile.imread(pattern % z), data[z])
+
+
+def test_cli_help_shows_the_pattern_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        tif_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--output-pattern" in out and "img_%04d.tiff" in out and "--compression" in out
 
 
 def test_cli_errors_exit_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
