@@ -78,11 +78,15 @@ class BatchPlan:
         }
 
 
-def plan_batches(grid: BlockGrid, itemsize: int, target_tasks: int = 1000, memory_budget: int = 1 << 30) -> BatchPlan:
+def plan_batches(
+    grid: BlockGrid, itemsize: int, target_tasks: int = 1000, memory_budget: int = 1 << 30, min_tasks: int = 1
+) -> BatchPlan:
     """Plan batches so that a unit fits ``memory_budget`` bytes and there are at most ``target_tasks``.
 
     The budget counts one unit of raw data; a task also holds the compressed
-    blocks in flight, a small fraction of that.
+    blocks in flight, a small fraction of that. Bands are narrowed (down to
+    one block row) until there are at least ``min_tasks`` units, so that a
+    small volume still spreads evenly over the workers.
     """
     if target_tasks < 1:
         raise ConfigurationError(f"Expected a target number of tasks >= 1. Got {target_tasks} instead.")
@@ -94,7 +98,10 @@ def plan_batches(grid: BlockGrid, itemsize: int, target_tasks: int = 1000, memor
             f"A memory budget of {memory_budget} bytes cannot hold one row of blocks "
             f"({row_band_bytes} bytes = {bz} x {by} x {ex} voxels x {itemsize} bytes); raise it"
         )
-    band_rows = min(grid.grid_shape[1], memory_budget // row_band_bytes)
+    gz, gy, _ = grid.grid_shape
+    band_rows = min(gy, memory_budget // row_band_bytes)
+    wanted_bands = -(-min(min_tasks, target_tasks) // gz)  # bands per z row for min_tasks units
+    band_rows = max(1, min(band_rows, gy // max(1, wanted_bands)))
     plan = BatchPlan(grid, band_rows, 1)
     return BatchPlan(grid, band_rows, -(-plan.n_units // target_tasks))
 

@@ -57,3 +57,13 @@ def test_batch_out_of_range():
     with pytest.raises(ConfigurationError):
         plan.units(1)
     assert list(itertools.chain(plan.units(0)))
+
+
+def test_min_tasks_narrows_bands_for_small_volumes():
+    grid = BlockGrid((1024, 1024, 512), (64, 64, 64))  # 8 z rows of 16 x 16 blocks
+    assert plan_batches(grid, 2, 1000, 1 << 30).n_batches == 8
+    plan = plan_batches(grid, 2, 1000, 1 << 30, min_tasks=32)
+    assert plan.n_batches == 32 and plan.band_rows == 4
+    assert plan_batches(grid, 2, 10, 1 << 30, min_tasks=32).n_batches <= 10  # the upper bound wins
+    tiny = BlockGrid((64, 64, 64), (64, 64, 64))
+    assert plan_batches(tiny, 2, 1000, 1 << 30, min_tasks=32).n_batches == 1

@@ -35,6 +35,7 @@ class ingest(luigi.Config):  # noqa: N801
     """How ingest is split into tasks and how much each task may hold."""
 
     target_tasks = luigi.IntParameter(default=1000, description="Upper bound on the number of batch tasks of one volume.")
+    min_tasks = luigi.IntParameter(default=32, description="Split a small volume into at least this many batches (if it has the block rows), so the workers finish together.")
     memory_budget_mb = luigi.IntParameter(default=1024, description="Raw data one batch task holds at a time, in MiB.")
     threads = luigi.IntParameter(default=1, description="Compression threads per batch task (use 1 with --workers N >= cores).")
 

@@ -28,7 +28,7 @@ from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
 from ..planning import BatchPlan, blocks_of_unit, plan_batches
-from ..sources import check_extent, open_source
+from ..sources import SourceError, check_extent, open_source
 from .config import blockfs, ingest, io_resources
 from .targets import BatchTarget
 
@@ -117,6 +117,8 @@ class WriteBlockBatch(BlockBatchTask):
     """Read one batch of a source (a run of z rows of blocks, in y bands) and write its blocks."""
 
     source = luigi.Parameter(description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX.")
+    shape_zyx = luigi.ListParameter(description="Shape (z, y, x) of the source, as planned; checked when the batch runs.")
+    dtype = luigi.Parameter(description="dtype of the source, as planned.")
     block_x = luigi.IntParameter(description="Block size in x.")
     block_y = luigi.IntParameter(description="Block size in y.")
     block_z = luigi.IntParameter(description="Block size in z.")
@@ -133,8 +135,10 @@ class WriteBlockBatch(BlockBatchTask):
 
     @cached_property
     def _spec(self) -> VolumeSpec:
+        """From the parameters alone, so that ``complete()`` never opens the source."""
         codec = BlockCodec(self.compression, self.compression_level, self.shuffle)
-        return _volume_spec(self._source.shape, self._source.dtype, (self.block_x, self.block_y, self.block_z), codec)
+        shape = tuple(self.shape_zyx)
+        return _volume_spec(shape, np.dtype(self.dtype), (self.block_x, self.block_y, self.block_z), codec)
 
     @cached_property
     def _plan(self) -> BatchPlan:
@@ -147,6 +151,9 @@ class WriteBlockBatch(BlockBatchTask):
         return self._plan.describe(self.batch)
 
     def blocks(self) -> Iterator[tuple[np.ndarray, int, int, int]]:
+        check_extent(self._source, tuple(self.shape_zyx))  # the source may have changed since planning
+        if np.dtype(self._source.dtype) != np.dtype(self.dtype):
+            raise SourceError(f"{self.source}: dtype is now {self._source.dtype}, planned {self.dtype}")
         units = self._plan.units(self.batch)
         grid = self._spec.grid
         for i, unit in enumerate(units):
@@ -177,11 +184,14 @@ class BuildDirectory(BuildVolume):
         spec = _volume_spec(shape, dtype, block_xyz, codec)
         if plan_config.memory_budget_mb < 1:
             raise ConfigurationError("ingest.memory_budget_mb must be >= 1")
-        plan = plan_batches(spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20)
+        plan = plan_batches(
+            spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20,
+            plan_config.min_tasks,
+        )
         logger.info("%s: %d batches of %d units (%d block rows per unit)", self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows)
         return [
             WriteBlockBatch(
-                dest=self.dest, batch=b, source=self.source,
+                dest=self.dest, batch=b, source=self.source, shape_zyx=list(shape), dtype=np.dtype(dtype).name,
                 block_x=block_xyz[0], block_y=block_xyz[1], block_z=block_xyz[2],
                 compression=codec.compression, compression_level=codec.level, shuffle=codec.shuffle,
                 band_rows=plan.band_rows, units_per_batch=plan.units_per_batch, threads=plan_config.threads,
