@@ -400,11 +400,16 @@ class Directory:
         if self._mode != "w" or os.getpid() != self._owner_pid:
             self._release()
             return
+        if self._index is None:  # an unpickled copy in the owning process
+            self._load()
         journal = journal_name(self.directory_filename)
-        self._journal_seen = 0
         old_names = set(self._committed_names)
-        self._replay_journal()
-        all_entries = fmt.read_fragment(journal, strict=False).entries if os.path.exists(journal) else None
+        all_entries = None
+        if os.path.exists(journal):
+            fragment = fmt.read_fragment(journal, strict=False)  # read once: merged, and checked for torn files
+            all_entries = fragment.entries
+            with self._lock:
+                self._merge(all_entries)
         new_names = [n for n in self._block_names if n not in old_names]
         for name in new_names:
             fsync_path(resolve_block_path(self.directory_filename, name))
