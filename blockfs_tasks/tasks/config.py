@@ -43,7 +43,7 @@ class ingest(luigi.Config):  # noqa: N801
 class export(luigi.Config):  # noqa: N801
     """How exports are split into checkpointed slabs."""
 
-    slab_planes = luigi.IntParameter(default=0, description="Planes per export task; 0 = one z row of blocks.")
+    slab_planes = luigi.IntParameter(default=0, description="Planes per export task, rounded up to whole z rows of blocks; 0 = one z row.")
     threads = luigi.IntParameter(default=1, description="Threads per export task.")
     memory_budget_mb = luigi.IntParameter(default=1024, description="Memory one export task may hold, in MiB.")
     mpi_ranks = luigi.IntParameter(default=2, description="MPI ranks of an HDF5 slab (mpiexec -n); 1 = no mpiexec.")

@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import luigi
 
-from ..core import Directory
-from ..export.planes import plane_path
+from ..export.planes import plane_path, plane_slabs
 from .config import export, io_resources
 from .ingest import BuildDirectory
 
@@ -47,15 +45,9 @@ class _FromVolume(luigi.Task):
     def volume_path(self) -> str:
         return self.volume_task().output().path
 
-    def slabs(self, whole_block_rows: bool = False) -> Iterator[tuple[int, int]]:
-        """Plane ranges [z0, z1): ``[export] slab_planes`` planes, or one z row of blocks."""
-        d = Directory.open(self.volume_path())
-        depth = d.grid.block_shape[0]
-        step = export().slab_planes or depth
-        if whole_block_rows:
-            step = depth * max(1, step // depth)
-        for z0 in range(0, d.shape[0], step):
-            yield z0, min(d.shape[0], z0 + step)
+    def slabs(self) -> list[tuple[int, int]]:
+        """Plane ranges [z0, z1) of ``[export] slab_planes`` planes, rounded up to whole block rows."""
+        return plane_slabs(self.volume_path(), export().slab_planes or None)
 
 
 class _PlaneSlab(luigi.Task):
@@ -229,5 +221,5 @@ class ExportHdf5(_SlabbedExport):
         return [
             ExportHdf5Slab(volume=self.volume_path(), dest=self.dest, name=self.name, compression=self.compression,
                            compression_opts=self.compression_opts, z0=a, z1=b)
-            for a, b in self.slabs(whole_block_rows=True)
+            for a, b in self.slabs()
         ]
