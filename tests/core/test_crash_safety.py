@@ -12,6 +12,7 @@ import pickle
 import signal
 import socket
 import subprocess
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -106,9 +107,12 @@ def test_writer_killed_at_a_random_moment(tmp_path: Path, seed: int) -> None:
     order = [tuple(int(v) for v in o) for o in rng.permutation(list(d.grid.origins())[2:])]
     n_threads = 1 + seed % 2
     proc = start_writer(d, tmp_path, order, n_threads)  # type: ignore[arg-type]
-    time.sleep(float(rng.uniform(0.0, 0.4)))
-    reported = parse(kill(proc))
-    assert len(reported) < len(order), "the writer finished before the kill: make the volume bigger"
+    # Kill on progress, never on a timer: after the writer has reported k committed blocks.
+    k = int(rng.integers(1, len(order) // 2))
+    assert proc.stdout is not None
+    early = [proc.stdout.readline().strip() for _ in range(k)]
+    reported = parse(early + kill(proc))
+    assert len(reported) >= k
 
     t0 = time.monotonic()
     try:
@@ -318,36 +322,52 @@ def test_create_after_a_crash_starts_clean(tmp_path: Path) -> None:
 
 
 CLOSER = r"""
-import sys
+import os, signal, sys
 import numpy as np
 from blockfs_tasks.core import Directory
 
-# 2**21 block positions: a 40 MB index, so close() takes a while to write and fsync it
-d = Directory(4096, 4096, 1024, np.uint16, "volume.blockfs", 32, 32, 64)
+d = Directory(1024, 1024, 512, np.uint16, "volume.blockfs", 32, 32, 64)
 d.create()
 for i in range(20):
     x, y = 32 * i, 32 * (i % 3)
     d.write_block(np.random.RandomState(i).randint(0, 65535, (64, 32, 32), np.uint16), x, y, 0)
-print("closing", flush=True)
+
+# Die with SIGKILL at the k-th file-system call that close() makes (a deterministic crash point).
+kill_at, calls = int(sys.argv[1]), [0]
+def dying(real):
+    def call(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+for name in ("write", "fsync", "replace", "rename", "link", "unlink", "ftruncate"):
+    setattr(os, name, dying(getattr(os, name)))
 d.close()
-print("closed", flush=True)
-sys.stdin.read()
+print("closed", calls[0], flush=True)
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05])
-def test_creator_killed_during_close(tmp_path: Path, delay: float) -> None:
-    """close() of a 40 MB index takes ~0.1 s here: these kills land inside it (or just after)."""
+def test_creator_killed_at_every_step_of_close(tmp_path: Path) -> None:
+    """SIGKILL at each write/fsync/rename/link/unlink/ftruncate of close(), in turn, until close() completes.
+
+    After every kill point ``Directory.open`` sees every committed block, exactly.
+    """
     (tmp_path / "closer.py").write_text(CLOSER)
-    proc = subprocess.Popen(
-        [sys.executable, "closer.py"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "closing"
-    time.sleep(delay)
-    kill(proc)
-    r = Directory.open(tmp_path / "volume.blockfs")
     want = {(32 * i, 32 * (i % 3), 0) for i in range(20)}
-    assert set(r) == want
-    for i in range(20):
-        assert same(r.read_block(32 * i, 32 * (i % 3), 0), np.random.RandomState(i).randint(0, 65535, (64, 32, 32), np.uint16))
+    for kill_at in itertools.count(1):
+        run = tmp_path / f"kill-{kill_at}"
+        run.mkdir()
+        proc = subprocess.run(
+            [sys.executable, str(tmp_path / "closer.py"), str(kill_at)],
+            cwd=run, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT,
+        )
+        r = Directory.open(run / "volume.blockfs")
+        assert set(r) == want, kill_at
+        for i in range(20):
+            block = np.random.RandomState(i).randint(0, 65535, (64, 32, 32), np.uint16)
+            assert same(r.read_block(32 * i, 32 * (i % 3), 0), block), (kill_at, i)
+        if proc.returncode == 0:
+            assert kill_at > 3, "close() made too few file-system calls for this test to mean anything"
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
