@@ -54,7 +54,7 @@ class _PlaneSlab(luigi.Task):
     """One slab of planes of a per-plane export; its targets are the plane files."""
 
     volume = luigi.PathParameter(description="Directory file of the volume.")
-    output_pattern = luigi.Parameter(description="Output path with a %d field, e.g. /out/img_%04d.tiff.")
+    output_pattern = luigi.Parameter(description="Output path with a %%d field, e.g. /out/img_%%04d.tiff.")  # %% : argparse formats help
     z0 = luigi.IntParameter(description="First plane, inclusive.")
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
@@ -131,7 +131,7 @@ class _SlabbedExport(_FromVolume):
 class _PlaneExport(_SlabbedExport):
     """A per-plane export (TIFF, JPEG 2000)."""
 
-    output_pattern = luigi.Parameter(description="Output path with a %d field, e.g. /out/img_%04d.tiff.")
+    output_pattern = luigi.Parameter(description="Output path with a %%d field, e.g. /out/img_%%04d.tiff.")  # %% : argparse formats help
 
 
 class ExportTiff(_PlaneExport):
