@@ -5,11 +5,15 @@ Run them from the command line, e.g.::
     luigi --module blockfs_tasks.tasks BuildDirectory \\
         --source '/data/scan/img_*.tiff' --dest /data/vol.blockfs --local-scheduler
 
-Importing this module imports luigi; importing ``blockfs_tasks`` or
-``blockfs_tasks.core`` does not.
+Importing this module imports luigi and puts the package's defaults
+(``defaults.cfg``: ``[retcode]``, log level, ``[resources]``, one section per
+config class) under luigi's config files, wherever the command runs (see
+:mod:`.defaults`). Importing ``blockfs_tasks`` or ``blockfs_tasks.core`` does
+neither.
 """
 
 from .config import blockfs, export, ingest
+from .defaults import install_defaults
 from .export import (
     ExistingVolume,
     ExportHdf5,
@@ -45,3 +49,5 @@ __all__ = [
     "ingest",
     "pyramid",
 ]
+
+install_defaults()  # on import, so before luigi's command line reads [retcode] and [core] log_level
