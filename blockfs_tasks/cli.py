@@ -204,7 +204,7 @@ def hdf5_main(args: argparse.Namespace) -> int:
             z1=args.z1,
             n_threads=args.n_threads,
             comm=comm,
-            progress=bar.update,
+            progress=_bar_callback(bar),
         )
     finally:
         bar.close()
@@ -398,7 +398,22 @@ def _tif_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_plane_export(args: argparse.Namespace, export: Callable[..., list[str]], **options: object) -> int:
+def _bar_callback(bar, per_unit: int = 1) -> Callable[[int, int], None]:  # type: ignore[no-untyped-def]
+    """An exporter's ``progress(done, total)`` shown on ``bar`` in units of ``per_unit`` (e.g. rows per plane)."""
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total // per_unit:
+            bar.total = total // per_unit
+            bar.refresh()
+        bar.update(done // per_unit - bar.n)
+
+    return update
+
+
+def _run_plane_export(
+    args: argparse.Namespace, export: Callable[..., list[str]], progress_in_rows: bool = False, **options: object
+) -> int:
+    """Run a per-plane exporter with a bar in planes (its progress is in planes, or in plane rows)."""
     from .core import Directory
     from .export.planes import DEFAULT_MEMORY_BUDGET
 
@@ -409,7 +424,7 @@ def _run_plane_export(args: argparse.Namespace, export: Callable[..., list[str]]
         export(
             directory, args.output_pattern, args.z0, args.z1, n_workers=args.n_workers,
             memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET, existing=args.existing,
-            progress=bar.update, **options,
+            progress=_bar_callback(bar, directory.shape[1] if progress_in_rows else 1), **options,
         )
     finally:
         bar.close()
@@ -421,7 +436,7 @@ def tif_main(args: argparse.Namespace) -> int:
     """blockfs2tif --input <blockfs-file> --output-pattern <pattern> [--compression 0-9]"""
     from .export.tiff import export_tiff
 
-    return _run_plane_export(args, export_tiff, compression=args.compression)
+    return _run_plane_export(args, export_tiff, progress_in_rows=True, compression=args.compression)
 
 
 def _jp2k_parser() -> argparse.ArgumentParser:

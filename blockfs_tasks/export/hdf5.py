@@ -126,7 +126,8 @@ FILTER_LZF = 32000
 _FILTER_NAMES = {FILTER_DEFLATE: "gzip", FILTER_SHUFFLE: "shuffle", FILTER_LZF: "lzf"}
 
 Offset = tuple[int, int, int]
-Progress = Callable[[int], None]
+#: ``progress(done, total)`` in chunks of present blocks written (see :func:`export_hdf5`).
+Progress = Callable[[int, int], None]
 
 
 def _import_h5py() -> Any:
@@ -633,7 +634,9 @@ def export_hdf5(
         An mpi4py communicator to split the work over its ranks (every rank
         calls this function with the same arguments); ``None``: this process only.
     progress
-        Called on the writing process with the number of chunks just written.
+        Called on the writing process (rank 0) as ``progress(done, total)`` in
+        chunks after each chunk is written (``total`` = the blocks present in
+        the planes); not called when there is none.
 
     Returns
     -------
@@ -650,10 +653,10 @@ def export_hdf5(
     writer = ChunkWriter(dest, name, job, filters)
     try:
         writer.clear_stale_chunks()
-        for item in bounded_map(job.encode_at, job.blocks, n_threads or os.cpu_count() or 1):
+        for done, item in enumerate(bounded_map(job.encode_at, job.blocks, n_threads or os.cpu_count() or 1), 1):
             writer.write(*item)
             if progress is not None:
-                progress(1)
+                progress(done, len(job.blocks))
         writer.finish()
     finally:
         writer.close()

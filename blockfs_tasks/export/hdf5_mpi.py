@@ -175,8 +175,14 @@ def _run_rank0(
     error: BaseException | None = None
     failed = False
     replies: deque[Any] = deque()
-    own = 0
+    own = written = 0
     start = time.perf_counter()
+
+    def report() -> None:
+        nonlocal written
+        written += 1
+        if progress is not None:
+            progress(written, len(job.blocks))
 
     def hand_out() -> int:
         nonlocal next_item
@@ -192,8 +198,7 @@ def _run_rank0(
             replies.append(comm.isend(hand_out(), dest=source, tag=WORK_TAG))  # first: a failed write must not starve
             if error is None and not failed:
                 writer.write(*message[1:])
-                if progress is not None:
-                    progress(1)
+                report()
         else:
             pending_sentinels -= 1
             if kind == "failed":
@@ -228,8 +233,7 @@ def _run_rank0(
                     break
                 writer.write(*futures.popleft().result())
                 own += 1
-                if progress is not None:
-                    progress(1)
+                report()
                 drain(block=False)
         except Exception as e:
             error = e

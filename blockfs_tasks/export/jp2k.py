@@ -314,7 +314,8 @@ def export_jp2k(
     existing
         ``"replace"`` (default), ``"skip"`` or ``"error"`` for outputs that exist.
     progress
-        Called with 1 after each plane is written.
+        Called as ``progress(done, total)`` in planes after each plane is
+        published (``total`` = planes to write); not called when none is.
 
     Returns
     -------
@@ -379,9 +380,9 @@ def export_jp2k(
 
     # Planes still encoding keep their group alive while the next group is read: two groups at most.
     source = iter_planes(directory, planes, workers, (memory_budget - working) // 2)
-    for _ in bounded_map(write, source, workers, max_in_flight=workers):
+    for done, _ in enumerate(bounded_map(write, source, workers, max_in_flight=workers), 1):
         if progress is not None:
-            progress(1)
+            progress(done, len(planes))
     return [pattern % z for z in range(z0, z1)]
 
 

@@ -46,8 +46,10 @@ EXISTING_RULES = ("replace", "skip", "error")
 #: A volume given as an open Directory or the path of its directory file.
 VolumeLike = Union[Directory, str, "os.PathLike[str]"]
 
-#: Progress callback: called with the number of planes just finished.
-Progress = Callable[[int], None]
+#: Progress callback ``progress(done, total)``: how much of the call's work is done, in the
+#: exporter's units (planes, plane rows, chunks), so ``100 * done / total`` is the percentage.
+#: Called during the work (never only at the end), on the calling thread or a worker thread.
+Progress = Callable[[int, int], None]
 
 
 def open_volume(volume: VolumeLike) -> Directory:

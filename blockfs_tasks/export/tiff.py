@@ -213,7 +213,12 @@ def export_tiff(
         What to do with outputs that exist: ``"replace"`` (default), ``"skip"``
         or ``"error"`` (see :mod:`blockfs_tasks.export.planes`).
     progress
-        Called with the number of planes just finished, after each group.
+        Called as ``progress(done, total)`` in *plane rows* (``total`` = planes
+        to write x rows per plane): after each band of block rows is encoded
+        and handed to the plane writers, and when planes are published. The
+        rows of a plane's last band count only once its file is published, so
+        ``done == total`` means every file is in place. Not called when no
+        plane needs writing.
 
     Returns
     -------
@@ -373,6 +378,8 @@ def _stream(
     ny = directory.shape[1]
     encode = strip_encoder(level)
     bands = [(za, zb, y, min(y + plan.band_rows, ny)) for za, zb in groups for y in range(0, ny, plan.band_rows)]
+    rows = _RowProgress(sum(zb - za for za, zb in groups) * ny, progress)
+    last_band_rows = ny - (ny - 1) // plan.band_rows * plan.band_rows if ny else 0
 
     def read(band: tuple[int, int, int, int]) -> np.ndarray:
         za, zb, y0, y1 = band
@@ -386,25 +393,39 @@ def _stream(
                 if live:
                     live[-1].end()
                 while len(live) > 1:
-                    _finished(live.popleft(), progress)
+                    _finished(live.popleft(), rows, last_band_rows)
                 live.append(_PlaneGroup(tifffile, directory, pattern, za, zb, level, plan))
             live[-1].send_band(data, y0, y1, plan.rows_per_strip, encode, workers)
             del data
+            if y1 < ny:  # the last band of a group counts when its files are published
+                rows.add((zb - za) * (y1 - y0))
         if live:
             live[-1].end()
         while live:
-            _finished(live.popleft(), progress)
+            _finished(live.popleft(), rows, last_band_rows)
     except BaseException:
         for group in live:
             group.abort()
         raise
 
 
-def _finished(group: _PlaneGroup, progress: Progress | None) -> None:
+class _RowProgress:
+    """Counts plane rows done and reports ``(done, total)`` to a Progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _finished(group: _PlaneGroup, rows: _RowProgress, last_band_rows: int) -> None:
+    """Wait for a group's files; count the rows of its last band, now published."""
     n = group.wait()
     logger.debug("published planes [%d, %d)", *group.span)
-    if progress is not None:
-        progress(n)
+    rows.add(n * last_band_rows)
 
 
 __all__ = ["ExportAborted", "TiffPlan", "check_level", "export_tiff", "plan_tiff", "strip_encoder"]

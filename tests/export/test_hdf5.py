@@ -330,7 +330,7 @@ def test_interrupted_slab_is_not_recorded(tmp_path: Path, volume: tuple[Path, np
     export_hdf5(src, dest, "v", z0=16)
     assert completed_planes(dest, "v") == [(0, 29)]
 
-    def crash(n: int) -> None:
+    def crash(done: int, total: int) -> None:
         raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):

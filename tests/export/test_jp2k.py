@@ -149,9 +149,9 @@ def test_plane_range_existing_rules_and_bad_input(tmp_path: Path, glymur: Any) -
     data = camera_data((8, 40, 40))
     d = make_volume(tmp_path / "vol.blockfs", data)
     pattern = str(tmp_path / "o" / "p_%02d.jp2")
-    done: list[int] = []
-    assert export_jp2k(d, pattern, 2, 6, progress=done.append) == [pattern % z for z in range(2, 6)]
-    assert sum(done) == 4 and sorted(os.listdir(tmp_path / "o")) == [f"p_{z:02d}.jp2" for z in range(2, 6)]
+    done: list[tuple[int, int]] = []
+    assert export_jp2k(d, pattern, 2, 6, progress=lambda *call: done.append(call)) == [pattern % z for z in range(2, 6)]
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)] and sorted(os.listdir(tmp_path / "o")) == [f"p_{z:02d}.jp2" for z in range(2, 6)]
     Path(pattern % 3).write_bytes(b"old")
     export_jp2k(d, pattern, 0, 8, existing="skip")
     assert Path(pattern % 3).read_bytes() == b"old"

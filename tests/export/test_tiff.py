@@ -130,11 +130,11 @@ def test_a_plane_range_writes_only_those_planes(tmp_path: Path) -> None:
     data = volume_data((30, 20, 20), "uint8")
     d = make_volume(tmp_path / "vol.blockfs", data)
     pattern = str(tmp_path / "r" / "p_%02d.tif")
-    calls: list[int] = []
-    paths = export_tiff(d, pattern, 7, 19, progress=calls.append)
+    calls: list[tuple[int, int]] = []
+    paths = export_tiff(d, pattern, 7, 19, progress=lambda done, total: calls.append((done, total)))
     assert sorted(os.listdir(tmp_path / "r")) == [f"p_{z:02d}.tif" for z in range(7, 19)]
     assert paths == [pattern % z for z in range(7, 19)]
-    assert sum(calls) == 12
+    assert calls[-1] == (12 * 20, 12 * 20)  # plane rows
     assert missing_planes(pattern, 0, 30) == list(range(7)) + list(range(19, 30))
     for z in range(7, 19):
         assert np.array_equal(tifffile.imread(pattern % z), data[z])
