@@ -1,0 +1,169 @@
+"""Where each zarr chunk of a blockfs volume is: a stored frame to hand out as it is, or an edge to pad.
+
+A blockfs block is one Blosc1 frame, which is exactly a chunk of zarr's
+``blosc`` codec, so a chunk key maps to (block file, offset, size) with one
+index lookup and no decoding. The one exception: blockfs stores edge blocks
+at their truncated shape while zarr decodes every chunk at the full chunk
+shape, so an edge chunk is decoded, padded with zeros and re-encoded
+(:func:`pad_frame`). Interior chunks are never copied.
+
+Chunk indexes are (z, y, x) block numbers, like the arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.codec import BlockCodec, checksum
+from ..core.directory import Directory
+from ..core.errors import ChecksumError, ConfigurationError, FormatError, MissingFileError, TruncatedFileError
+
+ZYX = tuple[int, int, int]
+
+# Blosc1 frame header: version, versionlz, flags, typesize (u8 each); flags bit 0 = byte
+# shuffle, bit 2 = bit shuffle (c-blosc's BLOSC_DOSHUFFLE / BLOSC_DOBITSHUFFLE).
+_FLAGS_TYPESIZE = struct.Struct("<2xBB")
+#: Entries scanned at a time when listing present blocks (bounded memory on huge indexes).
+LIST_SLICE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One stored block: the frame at ``offset`` (``size`` bytes) of block file ``file``.
+
+    ``edge`` is True when the block is truncated (zarr needs it padded).
+    """
+
+    file: int  # 0-based index into LevelChunks.paths
+    offset: int
+    size: int
+    crc32c: int
+    edge: bool
+
+
+def frame_settings(data: bytes) -> tuple[int, str]:
+    """(typesize, shuffle) of a Blosc1 frame from its header: shuffle is "noshuffle", "shuffle" or "bitshuffle"."""
+    if len(data) < 16:
+        raise FormatError(f"{len(data)} bytes is too short for a Blosc frame")
+    flags, typesize = _FLAGS_TYPESIZE.unpack_from(data)
+    shuffle = "bitshuffle" if flags & 0x4 else "shuffle" if flags & 0x1 else "noshuffle"
+    return typesize, shuffle
+
+
+class LevelChunks:
+    """The chunks of one volume (one pyramid level), keyed by (z, y, x) chunk number.
+
+    Opening costs what :meth:`Directory.open` costs (a large index is
+    memory-mapped); a lookup is one index entry, never a scan. Thread-safe:
+    frames are read with ``pread`` on descriptors opened once.
+    """
+
+    def __init__(self, directory: Directory, verify_checksums: bool = True) -> None:
+        self.directory = directory
+        self.grid = directory.grid
+        self.dtype = directory.dtype
+        self.shape: ZYX = directory.shape
+        self.chunk_shape: ZYX = directory.grid.block_shape
+        self.grid_shape: ZYX = directory.grid.grid_shape
+        self.index = directory.index
+        self.paths = directory.block_filenames
+        # Format 1.0.0 indexes carry no checksums; later versions do.
+        self.verify = verify_checksums and not str(directory.version).startswith("1.")
+        # The first chunk number along each axis whose block is truncated (grid size if none).
+        self._first_edge = tuple(s // c for s, c in zip(self.shape, self.chunk_shape))
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def locate(self, chunk: ZYX) -> Frame | None:
+        """The stored frame of a chunk, or None for a block never written (zarr's fill value)."""
+        iz, iy, ix = chunk
+        gz, gy, gx = self.grid_shape
+        if not (0 <= iz < gz and 0 <= iy < gy and 0 <= ix < gx):
+            return None
+        entry = self.index[(iz * gy + iy) * gx + ix]
+        file = int(entry["file"])
+        if file == 0:
+            return None
+        edge = any(i >= f for i, f in zip(chunk, self._first_edge))
+        return Frame(file - 1, int(entry["offset"]), int(entry["size"]), int(entry["crc32c"]), edge)
+
+    def stored_shape(self, chunk: ZYX) -> ZYX:
+        """Shape (z, y, x) of the stored block of a chunk (truncated at the volume's edges)."""
+        return tuple(min(c, s - i * c) for i, c, s in zip(chunk, self.chunk_shape, self.shape))  # type: ignore[return-value]
+
+    def _fd(self, i: int) -> int:
+        fd = self._fds.get(i)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(i)
+                if fd is None:
+                    try:
+                        fd = os.open(self.paths[i], os.O_RDONLY)
+                    except FileNotFoundError as e:
+                        raise MissingFileError(f"{self.paths[i]}: block file is missing") from e
+                    self._fds[i] = fd
+        return fd
+
+    def read_frame(self, frame: Frame) -> bytes:
+        """The stored bytes of a frame, checked against the index's CRC-32C when the format has one."""
+        data = os.pread(self._fd(frame.file), frame.size, frame.offset)
+        path = self.paths[frame.file]
+        if len(data) != frame.size:
+            raise TruncatedFileError(
+                f"{path}: block file is truncated: a frame needs bytes {frame.offset}..{frame.offset + frame.size}, "
+                f"the file ends at {frame.offset + len(data)}"
+            )
+        if self.verify and checksum(data) != frame.crc32c:
+            raise ChecksumError(f"{path}: frame at offset {frame.offset}: checksum mismatch (stored bytes are corrupt)")
+        return data
+
+    def present(self) -> Iterator[ZYX]:
+        """(z, y, x) numbers of the chunks whose block was written, in position order.
+
+        Scans the index ``LIST_SLICE`` entries at a time: memory stays bounded
+        and the time is one pass over the index (a vectorised ``nonzero``).
+        """
+        gz, gy, gx = self.grid_shape
+        n = gz * gy * gx
+        for start in range(0, n, LIST_SLICE):
+            positions = np.flatnonzero(np.asarray(self.index["file"][start : start + LIST_SLICE])) + start
+            iz, rest = np.divmod(positions, gy * gx)
+            iy, ix = np.divmod(rest, gx)
+            yield from zip(iz.tolist(), iy.tolist(), ix.tolist())
+
+    def close(self) -> None:
+        """Close the block files' descriptors."""
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def padding_codec(codec: BlockCodec, fast: bool) -> BlockCodec:
+    """The codec that re-encodes padded edge chunks.
+
+    ``fast`` (on-the-fly padding) trades size for speed: lz4 level 1. Otherwise
+    the volume's own settings (a refs side file is kept on disk). Shuffle stays
+    the volume's, so the frame header agrees with the zarr metadata.
+    """
+    if fast:
+        return BlockCodec("lz4", 1, codec.shuffle)
+    return codec
+
+
+def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -> bytes:
+    """Decode an edge block's frame, pad it with zeros to the full chunk shape, encode it with ``codec``."""
+    stored = chunks.stored_shape(chunk)
+    block = BlockCodec.decode(data, chunks.dtype, stored)
+    padded = np.zeros(chunks.chunk_shape, chunks.dtype)
+    padded[: stored[0], : stored[1], : stored[2]] = block
+    try:
+        return codec.encode(padded)
+    except ConfigurationError:  # a compressor this installation lacks (snappy): any Blosc frame decodes
+        return BlockCodec("lz4", codec.level, codec.shuffle).encode(padded)

@@ -1,0 +1,186 @@
+"""A blockfs volume or pyramid seen as the keys and values of an OME-Zarr group.
+
+:class:`ZarrView` is the synchronous, thread-safe heart of every zarr route:
+the :class:`~.store.BlockfsStore` (zarr-python), the HTTP ``/zarr/`` route
+and the references writer all ask it for a key's bytes. Metadata documents are
+made once at open; a chunk key costs one index lookup and one ``pread`` (an
+edge chunk also a decode, pad and encode, kept in a small LRU cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+from ..core.directory import Directory
+from ..core.errors import ConfigurationError
+from ..pyramid.layout import Pyramid, is_pyramid
+from .chunks import ZYX, LevelChunks, pad_frame, padding_codec
+from .metadata import ArrayInfo, check_zarr_format, group_documents, volume_name
+
+logger = logging.getLogger(__name__)
+
+#: Padded edge chunks kept per view (a re-read of an edge costs no decode/encode).
+EDGE_CACHE_SIZE = 256
+
+
+def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None:
+    """The volume's own ``resolution_nm_xyz`` metadata (top level or under ``pyramid``), if valid."""
+    md = d.metadata
+    nested = md.get("pyramid") if isinstance(md.get("pyramid"), dict) else {}
+    for candidate in (nested.get("resolution_nm_xyz"), md.get("resolution_nm_xyz")):
+        try:
+            values = tuple(float(v) for v in candidate)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            continue
+        if len(values) == 3 and all(v > 0 for v in values):
+            return values  # type: ignore[return-value]
+    return None
+
+
+def _um_zyx(resolution_nm_xyz: Sequence[float]) -> tuple[float, float, float]:
+    x, y, z = (float(v) / 1000.0 for v in resolution_nm_xyz)
+    return (z, y, x)
+
+
+class ZarrView:
+    """The OME-Zarr group of a ``.blockfs`` directory file or a pyramid folder.
+
+    Parameters
+    ----------
+    path
+        A directory file (one level, ``"0"``) or a pyramid folder (level k = ``"k"``).
+    zarr_format
+        2 (NGFF 0.4, what napari-ome-zarr, ome-zarr-py and Neuroglancer read) or 3 (NGFF 0.5).
+    resolution_nm_xyz
+        Voxel size of level 0 in nm (XYZ order); default: the pyramid's, else
+        the volume's ``resolution_nm_xyz`` metadata, else unknown (scale 1, no unit).
+    verify_checksums
+        Check each frame against the index's CRC-32C before handing it out.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        zarr_format: int = 2,
+        resolution_nm_xyz: Sequence[float] | None = None,
+        verify_checksums: bool = True,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.zarr_format = check_zarr_format(zarr_format)
+        override = None
+        if resolution_nm_xyz is not None:
+            override = tuple(float(v) for v in resolution_nm_xyz)
+            if len(override) != 3 or not all(v > 0 for v in override):
+                raise ConfigurationError(
+                    f"Expected three positive resolutions (x, y, z) in nm. Got {resolution_nm_xyz!r} instead."
+                )
+        directories: list[Directory] = []
+        scales: list[tuple[float, float, float] | None] = []
+        mode = "none"
+        if os.path.isdir(self.path):
+            if not is_pyramid(self.path):
+                raise ConfigurationError(f"{self.path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder")
+            pyramid = Pyramid.from_info(self.path)
+            mode = pyramid.mode
+            for i, level in enumerate(pyramid.levels):
+                directories.append(pyramid.open(i))
+                nm = level.resolution_nm_xyz if override is None else tuple(r * f for r, f in zip(override, level.factors_xyz))
+                scales.append(_um_zyx(nm))
+        else:
+            d = Directory.open(self.path)
+            directories.append(d)
+            nm = override or _resolution_from_metadata(d)
+            scales.append(_um_zyx(nm) if nm else None)
+        self.levels = [LevelChunks(d, verify_checksums) for d in directories]
+        self.infos = [
+            ArrayInfo(str(k), c.shape, c.chunk_shape, c.dtype, c.directory.spec.codec, s)
+            for k, (c, s) in enumerate(zip(self.levels, scales))
+        ]
+        docs = group_documents(self.infos, volume_name(self.path), mode, self.zarr_format)
+        self.documents = {k: json.dumps(v, indent=1).encode("utf-8") for k, v in docs.items()}
+        self._chunk_prefix = "" if self.zarr_format == 2 else "c/"
+        self._edge_cache: OrderedDict[tuple[int, ZYX], bytes] = OrderedDict()
+        self._edge_lock = threading.Lock()
+
+    # ------------------------------------------------------------- keys
+    def chunk_key(self, level: int, chunk: ZYX) -> str:
+        """The store key of a chunk: ``"k/z/y/x"`` (v2) or ``"k/c/z/y/x"`` (v3)."""
+        return f"{level}/{self._chunk_prefix}{chunk[0]}/{chunk[1]}/{chunk[2]}"
+
+    def parse_chunk_key(self, key: str) -> tuple[int, ZYX] | None:
+        """(level, (z, y, x) chunk) of a chunk key, or None if ``key`` names no chunk of this group."""
+        parts = key.split("/")
+        if self.zarr_format == 3:
+            if len(parts) != 5 or parts[1] != "c":
+                return None
+            parts = [parts[0], *parts[2:]]
+        if len(parts) != 4 or not all(p.isdigit() and p.isascii() for p in parts):
+            return None
+        level = int(parts[0])
+        if level >= len(self.levels) or parts[0] != str(level):
+            return None
+        return level, (int(parts[1]), int(parts[2]), int(parts[3]))
+
+    # ----------------------------------------------------------- values
+    def get(self, key: str) -> bytes | None:
+        """The bytes of ``key``: a metadata document, a chunk's Blosc frame, or None (absent)."""
+        doc = self.documents.get(key)
+        if doc is not None:
+            return doc
+        parsed = self.parse_chunk_key(key)
+        if parsed is None:
+            return None
+        level, chunk = parsed
+        chunks = self.levels[level]
+        frame = chunks.locate(chunk)
+        if frame is None:
+            return None
+        if not frame.edge:
+            return chunks.read_frame(frame)  # verbatim: the stored frame is the zarr chunk
+        with self._edge_lock:
+            cached = self._edge_cache.get((level, chunk))
+            if cached is not None:
+                self._edge_cache.move_to_end((level, chunk))
+                return cached
+        padded = pad_frame(chunks.read_frame(frame), chunks, chunk, padding_codec(chunks.directory.spec.codec, fast=True))
+        with self._edge_lock:
+            self._edge_cache[(level, chunk)] = padded
+            while len(self._edge_cache) > EDGE_CACHE_SIZE:
+                self._edge_cache.popitem(last=False)
+        return padded
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` is a metadata document or a chunk whose block was written."""
+        if key in self.documents:
+            return True
+        parsed = self.parse_chunk_key(key)
+        return parsed is not None and self.levels[parsed[0]].locate(parsed[1]) is not None
+
+    def keys(self) -> Iterator[str]:
+        """Every key: the metadata documents, then each level's present chunks in position order."""
+        yield from self.documents
+        for level, chunks in enumerate(self.levels):
+            for chunk in chunks.present():
+                yield self.chunk_key(level, chunk)
+
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """Keys starting with ``prefix``; a prefix inside one level scans only that level."""
+        yield from (k for k in self.documents if k.startswith(prefix))
+        for level, chunks in enumerate(self.levels):
+            head = f"{level}/"
+            if not (head.startswith(prefix) or prefix.startswith(head)):
+                continue
+            for chunk in chunks.present():
+                key = self.chunk_key(level, chunk)
+                if key.startswith(prefix):
+                    yield key
+
+    def close(self) -> None:
+        """Close every level's block files."""
+        for chunks in self.levels:
+            chunks.close()
