@@ -462,3 +462,39 @@ def jp2k_main(args: argparse.Namespace) -> int:
     from .export.jp2k import export_jp2k
 
     return _run_plane_export(args, export_jp2k, psnr=args.psnr, bit_depth=args.bit_depth, codec=args.codec)
+
+
+# ------------------------------------------------------------------ blockfs-refs
+def _refs_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs-refs",
+        description="Write a kerchunk / fsspec references JSON: the volume or pyramid as an OME-Zarr group "
+        "that zarr reads with no blockfs installed. Block files are referenced, never copied.",
+        epilog='Read it with zarr.open_group("reference://", storage_options={"fo": "out.json"}, mode="r") '
+        "from the JSON's folder (paths are relative to it unless --url-prefix).",
+    )
+    p.add_argument("volume", help="A .blockfs directory file (one level) or a pyramid folder.")
+    p.add_argument("out_json", help="The references JSON to write; padded edge chunks go beside it (<name>.edges).")
+    p.add_argument("--url-prefix", default=None, metavar="PREFIX",
+                   help="What the JSON's folder is called for readers, e.g. s3://bucket/path/ (default: relative paths).")
+    p.add_argument("--inline-edges", action="store_true", help="Put padded edge chunks into the JSON (base64), no side file.")
+    p.add_argument("--zarr-format", type=int, choices=(2, 3), default=2, help="2: NGFF 0.4 (default); 3: NGFF 0.5.")
+    p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=None,
+                   help="Voxel size of the finest level in nm, x y z (default: the pyramid's or the volume's metadata).")
+    return p
+
+
+@_entry(_refs_parser)
+def refs_main(args: argparse.Namespace) -> int:
+    """blockfs-refs <volume|pyramid> <out.json> [--url-prefix PREFIX]"""
+    from .zarr.refs import write_references
+
+    summary = write_references(
+        args.volume, args.out_json, args.url_prefix, args.inline_edges, args.zarr_format, args.resolution
+    )
+    logger.info(
+        "%d chunk references, %d padded edge chunks (%d bytes beside the JSON), JSON %d bytes",
+        summary.chunks, summary.edge_chunks, summary.side_bytes, summary.json_bytes,
+    )
+    print(summary.json_path)
+    return 0

@@ -85,6 +85,7 @@ def write_references(
     view = ZarrView(path, zarr_format, resolution_nm_xyz, verify_checksums=True)
     json_path = os.path.abspath(os.fspath(json_path))
     folder = os.path.dirname(json_path)
+    os.makedirs(folder, exist_ok=True)
     side_path = side_file_path(json_path)
     templates: dict[str, str] = {}
     template_of: dict[str, str] = {}
@@ -107,9 +108,7 @@ def write_references(
                 out.write("\n}}\n")
         finally:
             os.close(side_fd)
-        if counts["side"] == 0:
-            os.unlink(side_tmp)
-            open(side_tmp, "wb").close()  # published() needs a file; removed below
+    # The side file is published before the JSON that points into it; an empty one is removed.
     has_side = counts["side"] > 0
     if not has_side:
         os.unlink(side_path)
