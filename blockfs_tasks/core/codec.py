@@ -9,6 +9,10 @@ array as one Blosc1 frame; ``decode(data, shape) -> array`` gives it back.
 The frame is what both format versions store, so blocks written by the original
 blockfs decode here unchanged. Blosc frames carry no checksum, so the index keeps
 a CRC-32C of the stored bytes (:func:`checksum`).
+
+Format 2.1.0 records the codec as an id and its parameters
+(``{"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1}``);
+:func:`codec_from_dict` reads that record and names an id it does not know.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import google_crc32c
 import imagecodecs
 import numpy as np
 from numcodecs import blosc
 
-from .errors import ConfigurationError, FormatError
+from .errors import ConfigurationError, FormatError, UnsupportedCodecError
 
 
 class Compression(enum.Enum):
@@ -39,6 +44,7 @@ class Compression(enum.Enum):
 # Blosc1 frame header: version, versionlz, flags, typesize (4 x u8), then
 # u32 nbytes (raw), u32 blocksize, u32 cbytes (whole frame), little-endian.
 _BLOSC_HEADER = struct.Struct("<4xIII")
+_BLOSC_MAX_OVERHEAD = 16
 
 SUPPORTED_DTYPES = tuple(
     np.dtype(name)
@@ -95,6 +101,15 @@ class BlockCodec:
             )
         object.__setattr__(self, "level", int(self.level))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The codec record of format 2.1.0: id "blosc" and its parameters."""
+        return {"id": BLOSC_ID, "cname": self.compression, "clevel": self.level, "shuffle": int(self.shuffle)}
+
+    @staticmethod
+    def max_frame_size(nbytes: int) -> int:
+        """The largest frame a block of ``nbytes`` raw bytes can have (Blosc1 adds at most 16)."""
+        return nbytes + _BLOSC_MAX_OVERHEAD
+
     def encode(self, array: np.ndarray) -> bytes:
         """Compress a C-contiguous array into one Blosc frame."""
         if self.compression not in available_compressors():
@@ -141,3 +156,38 @@ class BlockCodec:
         except Exception as e:
             raise FormatError(f"corrupt Blosc frame ({len(data)} bytes)") from e
         return out
+
+
+BLOSC_ID = "blosc"
+_BLOSC_PARAMETERS = {"id", "cname", "clevel", "shuffle"}
+
+
+def codec_from_dict(record: Any) -> BlockCodec:
+    """The codec of a format 2.1.0 ``Codec`` record, or raise naming what is unknown.
+
+    Raises :class:`UnsupportedCodecError` for a codec id (or a parameter) this
+    reader does not know, :class:`FormatError` for a record that is not one.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        raise FormatError(f"Expected the codec as a JSON object with a string \"id\". Got {_short(record)} instead.")
+    codec_id = record["id"]
+    if codec_id != BLOSC_ID:
+        raise UnsupportedCodecError(f"unknown codec id {_short(codec_id)}; this reader knows {[BLOSC_ID]}")
+    unknown = sorted(set(record) - _BLOSC_PARAMETERS)
+    if unknown:
+        raise UnsupportedCodecError(f"codec {BLOSC_ID!r} with unknown parameters {_short(unknown)}")
+    shuffle = record.get("shuffle", 1)
+    if isinstance(shuffle, bool) or shuffle not in (0, 1):
+        raise UnsupportedCodecError(
+            f"codec {BLOSC_ID!r}: expected shuffle 0 (none) or 1 (byte). Got {_short(shuffle)} instead."
+        )
+    try:
+        return BlockCodec(record.get("cname"), record.get("clevel"), bool(shuffle))
+    except (ConfigurationError, TypeError) as e:
+        raise FormatError(f"codec {BLOSC_ID!r}: {e}") from e
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about untrusted input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

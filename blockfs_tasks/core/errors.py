@@ -97,3 +97,11 @@ class UnsupportedDTypeError(BlockfsError, TypeError):
 
 class MissingLibraryError(BlockfsError, ImportError):
     """An optional library, or a shared library it loads, that is not installed."""
+
+
+class UnsupportedCodecError(FormatError):
+    """A volume whose codec id (or a parameter of it) this reader does not know; the message names it."""
+
+
+class CorruptIndexError(FormatError, ChecksumError):
+    """A directory, fragment or journal whose header, metadata or an index page does not match its CRC-32C."""

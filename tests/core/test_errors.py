@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -25,9 +26,13 @@ from blockfs_tasks.core import (
     TruncatedFileError,
     UnsupportedVersionError,
 )
+from blockfs_tasks.core import format as fmt
+from blockfs_tasks.core.errors import CorruptIndexError
 from v1_writer import write_v1_volume
 
-from .helpers import random_block, same
+from .helpers import TESTS, random_block, same
+
+V2_DATA = TESTS / "data" / "blockfs-v2.0.0"
 
 
 @pytest.fixture
@@ -214,24 +219,26 @@ def test_missing_directory_file(tmp_path: Path) -> None:
         Directory.open(tmp_path / "nope.blockfs")
 
 
-def _rewrite_md(path: Path, change: dict) -> None:
-    raw = path.read_bytes()
-    m, dpos = struct.unpack_from("<II", raw, 8)
-    md = json.loads(raw[16 : 16 + m])
-    md.update(change)
-    body = json.dumps(md).encode()
-    body += b" " * (-(16 + len(body)) % 8)
-    path.write_bytes(raw[:8] + struct.pack("<II", len(body), 16 + len(body)) + body + raw[dpos:])
+def _rewrite_md(path: Path, change: dict, drop: tuple[str, ...] = ()) -> None:
+    """Change metadata keys behind the header checksum (recomputed), as a buggy writer would."""
+
+    def update(md: dict) -> dict:
+        md.update(change)
+        for key in drop:
+            del md[key]
+        return md
+
+    fmt.rewrite_metadata(str(path), str(path), update)
 
 
-@pytest.mark.parametrize("version", ["3.0.0", "2.1.0", "0.9", None, 2])
+@pytest.mark.parametrize("version", ["3.0.0", "2.2.0", "0.9", None, 2])
 def test_unknown_format_version(closed: tuple[Path, np.ndarray], version: object) -> None:
     path, _ = closed
     _rewrite_md(path, {"Version": version})
     with pytest.raises(UnsupportedVersionError) as e:
         Directory.open(path)
     assert str(path) in str(e.value) and repr(version) in str(e.value)
-    assert "1.0.0" in str(e.value) and "2.0.0" in str(e.value)
+    assert "1.0.0" in str(e.value) and "2.0.0" in str(e.value) and "2.1.0" in str(e.value)
 
 
 def test_metadata_that_is_not_json(tmp_path: Path) -> None:
@@ -243,13 +250,7 @@ def test_metadata_that_is_not_json(tmp_path: Path) -> None:
 
 def test_metadata_missing_a_key(closed: tuple[Path, np.ndarray]) -> None:
     path, _ = closed
-    raw = path.read_bytes()
-    m, dpos = struct.unpack_from("<II", raw, 8)
-    md = json.loads(raw[16 : 16 + m])
-    del md["DType"]
-    body = json.dumps(md).encode()
-    body += b" " * (-(16 + len(body)) % 8)
-    path.write_bytes(raw[:8] + struct.pack("<II", len(body), 16 + len(body)) + body + raw[dpos:])
+    _rewrite_md(path, {}, drop=("DType",))
     with pytest.raises(FormatError, match=re.escape(str(path)) + ".*'DType'"):
         Directory.open(path)
 
@@ -281,7 +282,17 @@ def test_corrupt_index(closed: tuple[Path, np.ndarray]) -> None:
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 0x40  # a crc byte of the last entry
     path.write_bytes(bytes(raw))
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*IndexCRC32C"):
+    with pytest.raises(CorruptIndexError, match=re.escape(str(path)) + r": index page 0 .*CRC-32C"):
+        Directory.open(path)
+
+
+def test_corrupt_index_of_a_2_0_0_volume(tmp_path: Path) -> None:
+    shutil.copytree(V2_DATA / "v2_uint16_zstd_live", tmp_path / "v", copy_function=shutil.copyfile)
+    path = tmp_path / "v" / "precomputed.blockfs"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptIndexError, match=re.escape(str(path)) + ".*CRC-32C"):
         Directory.open(path)
 
 
