@@ -117,10 +117,23 @@ def test_cp(tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
-def test_cp_refuses_to_overwrite(tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cp_refuses_to_overwrite_another_volume(tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]) -> None:
     src, data = MAKERS[version](tmp_path / "a")
-    assert cp_main([str(src), str(tmp_path / "b")]) == 0
+    other, other_data = MAKERS[version](tmp_path / "other")
+    other_data = Directory.open(other)[:]
+    shutil.copytree(tmp_path / "other", tmp_path / "b")  # another volume of the same name at the destination
     dest = tmp_path / "b" / src.name
+    if version == "v1":  # same names and index, other bytes in a block file
+        assert rebase_main([str(dest)]) == 0
+        block_file = Path(f"{dest}.0")
+        raw = bytearray(block_file.read_bytes())
+        raw[-1] ^= 0xFF
+        block_file.write_bytes(bytes(raw))
+        other_data = None
+    else:  # v2 volumes of the same maker are equal: make this one differ
+        with Directory.open(dest, "r+") as d:
+            d.write_block(np.zeros((16, 16, 16), np.uint16), 0, 0, 0)
+        other_data = Directory.open(dest)[:]
     before = {f: (tmp_path / "b" / f).read_bytes() for f in volume_files(tmp_path / "b", src.name)}
     capsys.readouterr()
     assert cp_main([str(src), str(tmp_path / "b")]) == 1
@@ -128,9 +141,26 @@ def test_cp_refuses_to_overwrite(tmp_path: Path, version: str, capsys: pytest.Ca
     assert "blockfs-cp: error:" in err and "already exists" in err and str(tmp_path / "b") in err
     assert len(err.strip().splitlines()) == 1
     assert {f: (tmp_path / "b" / f).read_bytes() for f in volume_files(tmp_path / "b", src.name)} == before
-    assert reads_as(dest, data)
+    if other_data is not None:
+        assert same_array(Directory.open(dest)[:], other_data)
     assert mv_main([str(src), str(tmp_path / "b")]) == 1  # mv refuses too, and leaves the source alone
     assert reads_as(src, data)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_cp_and_mv_twice_do_nothing_the_second_time(tmp_path: Path, version: str) -> None:
+    """A finished copy or move is done: running the same command again succeeds and changes nothing."""
+    src, data = MAKERS[version](tmp_path / "a")
+    assert cp_main([str(src), str(tmp_path / "b")]) == 0
+    dest = tmp_path / "b" / src.name
+    before = {f: (tmp_path / "b" / f).read_bytes() for f in volume_files(tmp_path / "b", src.name)}
+    assert cp_main([str(src), str(tmp_path / "b")]) == 0
+    assert {f: (tmp_path / "b" / f).read_bytes() for f in volume_files(tmp_path / "b", src.name)} == before
+    assert reads_as(src, data) and reads_as(dest, data)
+    assert mv_main([str(src), str(tmp_path / "c")]) == 0
+    assert mv_main([str(src), str(tmp_path / "c")]) == 0
+    assert volume_files(tmp_path / "a", src.name) == []
+    assert reads_as(tmp_path / "c" / src.name, data)
 
 
 def test_cp_with_a_missing_block_file_copies_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
