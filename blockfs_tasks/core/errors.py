@@ -105,3 +105,7 @@ class UnsupportedCodecError(FormatError):
 
 class CorruptIndexError(FormatError, ChecksumError):
     """A directory, fragment or journal whose header, metadata or an index page does not match its CRC-32C."""
+
+
+class BadRequestError(BlockfsError, ValueError):
+    """A request no valid answer exists for, e.g. a chunk coordinate too long to be one (HTTP 400)."""
