@@ -124,7 +124,8 @@ def info_main(args: argparse.Namespace) -> int:
 
 def _verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="blockfs-verify", description="Decode every block of a volume and check its checksum."
+        prog="blockfs-verify",
+        description="Recompute every checksum of a volume (header, metadata, index pages, blocks) and decode every block.",
     )
     p.add_argument("blockfs_file", help="The directory file of the volume.")
     p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
@@ -134,20 +135,29 @@ def _verify_parser() -> argparse.ArgumentParser:
 
 @_entry(_verify_parser)
 def verify_main(args: argparse.Namespace) -> int:
-    """blockfs-verify <blockfs-file>: exit 1 naming each bad block."""
-    from .core import Directory
+    """blockfs-verify <blockfs-file>: exit 1 naming each bad block and index page.
+
+    The summary says what the volume's format let it check ("format 1.0.0:
+    decode check only").
+    """
     from .core.report import verify_volume
 
-    total = len(Directory.open(args.blockfs_file))
-    bar = _progress(total, args.silent, "block")
+    bar = _progress(0, args.silent, "block")
+
+    def started(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
     try:
-        bad = verify_volume(args.blockfs_file, args.n_workers, bar.update)
+        report = verify_volume(args.blockfs_file, args.n_workers, bar.update, started)
     finally:
         bar.close()
-    for block in bad:
+    for page in report.bad_index_pages:
+        print(f"BAD {page}")
+    for block in report.bad_blocks:
         print(f"BAD {block}")
-    print(f"{args.blockfs_file}: {total - len(bad)} blocks good, {len(bad)} bad")
-    return 1 if bad else 0
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 # ------------------------------------------------------------------ blockfs2hdf

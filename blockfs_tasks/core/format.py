@@ -348,14 +348,15 @@ class DirectoryContents:
     metadata_checked: bool = False  # header and metadata carry a CRC-32C (2.1.0)
 
 
-def index_errors(index: np.ndarray | PagedIndex) -> list[str]:
-    """Recompute every page CRC of a memory-mapped index; one message per bad page.
+def index_errors(index: np.ndarray | PagedIndex) -> dict[int, str]:
+    """Recompute every page CRC of a memory-mapped index: {page: message} for each bad page.
 
     A read index (``np.ndarray``) was checked whole when it was read: no errors.
     """
-    if isinstance(index, PagedIndex):
-        return [e for e in (index.page_error(p) for p in range(index.n_pages)) if e is not None]
-    return []
+    if not isinstance(index, PagedIndex):
+        return {}
+    errors = {p: index.page_error(p) for p in range(index.n_pages)}
+    return {p: e for p, e in errors.items() if e is not None}
 
 
 # --------------------------------------------------------------------- writing

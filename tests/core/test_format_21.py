@@ -143,7 +143,7 @@ def test_mapped_index_is_checked_page_by_page_on_first_use(mapped: tuple[Path, n
         d.read_block(x, y, z)
     x, y, z = d.grid.origin(450)
     assert same(d.read_block(x, y, z), data[z : z + 2, y : y + 2, x : x + 2])  # page 2 is sound
-    assert fmt.index_errors(d.index) == [f"{path}: index page 1 (block positions 200..399) does not match its CRC-32C"]
+    assert fmt.index_errors(d.index) == {1: f"{path}: index page 1 (block positions 200..399) does not match its CRC-32C"}
     with pytest.raises(CorruptIndexError):
         np.asarray(d.index)  # a whole copy (e.g. a writer's merge) checks every page
 
