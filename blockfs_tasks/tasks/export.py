@@ -12,15 +12,17 @@ HDF5 slabs run one at a time (one writer per file) through ``mpiexec``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from typing import Any
+from typing import BinaryIO, cast
 
 import luigi
 
 from ..export.planes import plane_path, plane_slabs
 from .config import export, io_resources
 from .ingest import BuildDirectory
+from .progress import TaskProgress
 
 
 class ExistingVolume(luigi.ExternalTask):
@@ -68,16 +70,9 @@ class _PlaneSlab(luigi.Task):
     def output(self) -> list[luigi.LocalTarget]:
         return [luigi.LocalTarget(plane_path(self.output_pattern, z)) for z in range(self.z0, self.z1)]
 
-    def progress(self) -> Any:
-        done = 0
-
-        def report(n: int) -> None:
-            nonlocal done
-            done += n
-            self.set_progress_percentage(round(100 * done / max(1, self.z1 - self.z0)))
-
-        self.set_status_message(f"planes {self.z0}-{self.z1}")
-        return report
+    def progress(self) -> TaskProgress:
+        """The exporter's ``progress(done, total)``; resets the UI's progress as the slab starts."""
+        return TaskProgress(self, f"planes {self.z0}-{self.z1}")
 
 
 class ExportTiffSlab(_PlaneSlab):
@@ -89,11 +84,13 @@ class ExportTiffSlab(_PlaneSlab):
         from ..export.tiff import export_tiff
 
         config = export()
+        progress = self.progress()
         export_tiff(
             self.volume, self.output_pattern, self.z0, self.z1, compression=self.compression,
             n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
-            progress=self.progress(),
+            progress=progress,
         )
+        progress.finish()
 
 
 class ExportJp2kSlab(_PlaneSlab):
@@ -105,11 +102,13 @@ class ExportJp2kSlab(_PlaneSlab):
         from ..export.jp2k import export_jp2k
 
         config = export()
+        progress = self.progress()
         export_jp2k(
             self.volume, self.output_pattern, self.z0, self.z1, psnr=self.psnr,
             n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
-            progress=self.progress(),
+            progress=progress,
         )
+        progress.finish()
 
 
 class _SlabbedExport(_FromVolume):
@@ -199,14 +198,39 @@ class ExportHdf5Slab(luigi.Task):
         if ranks > 1:
             command = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), *command]
         command += [os.path.abspath(self.volume), os.path.abspath(self.dest), self.name,
-                    "--compression", self.compression, "--z0", str(self.z0), "--z1", str(self.z1), "--silent"]
+                    "--compression", self.compression, "--z0", str(self.z0), "--z1", str(self.z1)]
         if self.compression_opts is not None:
             command += ["--compression-opts", str(self.compression_opts)]
-        self.set_status_message(f"planes {self.z0}-{self.z1} on {max(1, ranks)} MPI ranks")
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-        self.set_progress_percentage(100)
+        progress = TaskProgress(self, f"planes {self.z0}-{self.z1} on {max(1, ranks)} MPI ranks")
+        returncode, errors = _run_with_bar(command, progress)
+        if returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({returncode}): {errors[-2000:]}")
+        progress.finish()
+
+
+#: A tqdm bar's counter, "done/total [", as the CLI's bar prints it on stderr.
+_BAR_COUNT = re.compile(rb"(\d+)/(\d+) \[")
+
+
+def _run_with_bar(command: list[str], progress: TaskProgress) -> tuple[int, str]:
+    """Run a CLI command, passing its progress bar's counts to ``progress``; return (exit code, stderr).
+
+    The bar's lines (``\\r``-separated updates) are not kept in the returned stderr.
+    """
+    kept: list[bytes] = []
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        stream = cast(BinaryIO, proc.stderr)  # stderr=PIPE
+        pending = b""
+        for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for line in lines:
+                count = _BAR_COUNT.search(line)
+                if count:
+                    progress(int(count[1]), int(count[2]))
+                elif line.strip():
+                    kept.append(line)
+        kept.append(pending)
+    return proc.returncode, b"\n".join(kept).decode(errors="replace").strip()
 
 
 class ExportHdf5(_SlabbedExport):

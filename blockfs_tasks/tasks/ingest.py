@@ -30,6 +30,7 @@ from ..core.grid import BlockGrid
 from ..planning import BatchPlan, blocks_of_unit, plan_batches
 from ..sources import SourceError, check_extent, open_source
 from .config import blockfs, ingest, io_resources
+from .progress import TaskProgress
 from .targets import BatchTarget
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class BlockBatchTask(luigi.Task):
     batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
 
     threads = 1
+    _progress: TaskProgress | None = None  # set when run() starts
 
     @property
     def resources(self) -> dict[str, int]:  # type: ignore[override]
@@ -67,11 +69,26 @@ class BlockBatchTask(luigi.Task):
     def output(self) -> BatchTarget:
         return BatchTarget(os.path.abspath(self.dest), self.batch, self.volume_spec(), self.batch_extent())
 
+    def report_progress(self, done: int, total: int, status: str | None = None) -> None:
+        """Show ``done`` of ``total`` units of work (and ``status``) in the scheduler UI.
+
+        For :meth:`blocks` to call during the work; the base resets progress
+        when ``run()`` starts and shows 100 % when the batch is committed.
+        """
+        progress = self._progress
+        if progress is None:  # blocks() called outside run()
+            return
+        if status is not None:
+            progress.status(status)
+        progress(done, total)
+
     def run(self) -> None:
         dest = os.path.abspath(self.dest)
+        self._progress = TaskProgress(self, f"batch {self.batch}: starting")
         sweep_temporaries(f"{dest}.{self.batch}")
         with BatchWriter(dest, self.volume_spec(), self.batch, self.batch_extent()) as writer:
             n = writer.write_blocks(self.blocks(), self.threads)
+        self._progress.finish(f"{n} blocks written")
         logger.info("%s: batch %d wrote %d blocks", dest, self.batch, n)
 
 
@@ -95,17 +112,16 @@ class BuildVolume(luigi.Task):
         dest = os.path.abspath(self.dest)
         batches = [t for t in luigi.task.flatten(self.requires()) if isinstance(t, BlockBatchTask)]
         sweep_temporaries(dest)
-        self.set_status_message(f"merging {len(batches)} fragments")
+        progress = TaskProgress(self, f"merging {len(batches)} fragments")
         done = 0
 
-        def progress(n: int) -> None:
+        def merged(n: int) -> None:
             nonlocal done
             done += n
-            if done % 50 == 0 or done == len(batches):
-                self.set_progress_percentage(round(100 * done / max(1, len(batches))))
+            progress(done, len(batches))
 
-        n = build_directory(dest, self.volume_spec(), [t.batch for t in batches], progress)
-        self.set_status_message(f"{n} blocks indexed")
+        n = build_directory(dest, self.volume_spec(), [t.batch for t in batches], merged)
+        progress.finish(f"{n} blocks indexed")
 
 
 def _volume_spec(shape_zyx: tuple[int, ...], dtype: np.dtype, block_xyz: tuple[int, int, int], codec: BlockCodec) -> VolumeSpec:
@@ -156,12 +172,19 @@ class WriteBlockBatch(BlockBatchTask):
             raise SourceError(f"{self.source}: dtype is now {self._source.dtype}, planned {self.dtype}")
         units = self._plan.units(self.batch)
         grid = self._spec.grid
-        for i, unit in enumerate(units):
-            self.set_status_message(f"planes {unit.z0}-{unit.z1}, rows {unit.y0}-{unit.y1}")
+        by = grid.block_xyz[1]
+        total = sum(-(-(unit.y1 - unit.y0) // by) for unit in units)  # block rows of the batch
+        done = 0
+        for unit in units:
+            self.report_progress(done, total, f"planes {unit.z0}-{unit.z1}, rows {unit.y0}-{unit.y1}")
             data = self._source.read(unit.z0, unit.z1, unit.y0, unit.y1)
+            row = unit.y0
             for x, y, z, where in blocks_of_unit(grid, unit):
+                if y != row:  # the previous block row has been taken by the writer
+                    done, row = done + 1, y
+                    self.report_progress(done, total)
                 yield data[where], x, y, z
-            self.set_progress_percentage(round(100 * (i + 1) / len(units)))
+            done += 1
 
 
 class BuildDirectory(BuildVolume):

@@ -78,6 +78,6 @@ def test_two_workers_on_luigid(tmp_path: Path, luigid):
     batches_done = [t for t in done.values() if t["name"] == "WriteBlockBatch"]
     assert len(batches_done) == 6
     assert all(t["progress_percentage"] == 100 for t in batches_done)
-    assert all(t["status_message"].startswith("planes") for t in batches_done)
+    assert all(t["status_message"].endswith("blocks written") for t in batches_done)
     build = [t for t in done.values() if t["name"] == "BuildDirectory"]
     assert build and build[0]["status_message"].endswith("blocks indexed")
