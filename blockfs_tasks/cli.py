@@ -1,7 +1,10 @@
 """Console scripts: each is ``main(argv) -> int`` over a plain function.
 
 Errors of the package become exit code 1 with a one-line message; argparse
-errors exit 2. Long work shows a tqdm bar unless ``--silent``.
+errors (a bad option value included: numbers that must be positive, ports)
+exit 2 with argparse's usage line and one error line, never a traceback.
+Ctrl-C ends in one line and exit code 130. Long work shows a tqdm bar unless
+``--silent``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,40 @@ logger = logging.getLogger("blockfs_tasks")
 Main = Callable[[Sequence[str] | None], int]
 
 
-def _entry(parser_factory: Callable[[], argparse.ArgumentParser]) -> Callable[[Callable[[argparse.Namespace], int]], Main]:
-    """Wrap a subcommand: parse argv, set up logging, turn package errors into exit 1."""
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (worker counts, batch sizes, bytes per read)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def _entry(
+    parser_factory: Callable[[], argparse.ArgumentParser], resumable: bool = True
+) -> Callable[[Callable[[argparse.Namespace], int]], Main]:
+    """Wrap a subcommand: parse argv, set up logging, turn package errors into exit 1.
+
+    Ctrl-C prints one line (with "rerun the same command to resume" when
+    ``resumable``) and returns :data:`EXIT_INTERRUPTED`, no traceback.
+    """
 
     def wrap(run: Callable[[argparse.Namespace], int]) -> Main:
         @functools.wraps(run)
@@ -35,6 +70,10 @@ def _entry(parser_factory: Callable[[], argparse.ArgumentParser]) -> Callable[[C
             except (BlockfsError, OSError) as e:
                 print(f"{parser.prog}: error: {e}", file=sys.stderr)
                 return 1
+            except KeyboardInterrupt:
+                hint = "; rerun the same command to resume" if resumable else ""
+                print(f"{parser.prog}: interrupted{hint}", file=sys.stderr)
+                return EXIT_INTERRUPTED
 
         return main
 
@@ -87,7 +126,7 @@ def _rebase_parser() -> argparse.ArgumentParser:
         description="Rewrite a directory file to use the block files beside it, after moving them by hand.",
     )
     p.add_argument("index_file", help="The .blockfs directory file to rewrite.")
-    p.add_argument("--block-size", type=int, default=4096 * 16, help="Bytes per read when copying the index.")
+    p.add_argument("--block-size", type=positive_int, default=4096 * 16, help="Bytes per read when copying the index.")
     return p
 
 
@@ -158,6 +197,43 @@ def verify_main(args: argparse.Namespace) -> int:
         print(f"BAD {block}")
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _upgrade_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="blockfs-upgrade",
+        description="Rewrite a format 1.0.0 or 2.0.0 volume's directory as format 2.1.0, with checksums. "
+        "Every block is decoded before its checksum is recorded; block files are shared, not copied.",
+        epilog="With no NEW the directory file is replaced in place (atomically). A rerun is harmless.",
+    )
+    p.add_argument("old", metavar="OLD", help="The directory file of the volume.")
+    p.add_argument("new", metavar="NEW", nargs="?", default=None, help="Where to write the 2.1.0 directory file.")
+    p.add_argument("--drop-bad", action="store_true",
+                   help="Write the new directory even if blocks fail to decode, leaving them out (they read as zeros).")
+    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    return p
+
+
+@_entry(_upgrade_parser)
+def upgrade_main(args: argparse.Namespace) -> int:
+    """blockfs-upgrade OLD [NEW]: exit 1 naming each block that does not decode (written only with --drop-bad)."""
+    from .core.upgrade import upgrade_volume
+
+    bar = _progress(0, args.silent, "block")
+
+    def started(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+
+    try:
+        report = upgrade_volume(args.old, args.new, args.n_workers, args.drop_bad, bar.update, started)
+    finally:
+        bar.close()
+    for block in report.bad_blocks:
+        print(f"BAD {block}")
+    print(report.summary())
+    return 1 if report.bad_blocks else 0
 
 
 # ------------------------------------------------------------------ blockfs2hdf
@@ -258,13 +334,13 @@ def _pyramid_parser() -> argparse.ArgumentParser:
                    help="image: mean of each window; segmentation: most frequent label (default: image).")
     p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.0, 1.0, 1.0),
                    help="Voxel size of level 0 in nm, x y z (default: 1 1 1); drives anisotropic steps.")
-    p.add_argument("--max-levels", type=int, default=None, help="Most levels, level 0 included (default: until one block).")
+    p.add_argument("--max-levels", type=positive_int, default=None, help="Most levels, level 0 included (default: until one block).")
     p.add_argument("--factors", type=_xyz_ints, action="append", default=None, metavar="X,Y,Z",
                    help="Step of each level after level 0 (repeat per level); overrides the automatic choice.")
     p.add_argument("--level0", dest="level0_placement", choices=("link", "copy", "reference"), default="link",
                    help="Hard-link (default), copy, or only reference level 0 from the pyramid folder.")
-    p.add_argument("--blocks-per-batch", type=int, default=256, help="Blocks per batch file (default: 256).")
-    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--blocks-per-batch", type=positive_int, default=256, help="Blocks per batch file (default: 256).")
+    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--overwrite", action="store_true", help="Replace a finished pyramid in out_folder.")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     return p
@@ -296,30 +372,53 @@ def pyramid_main(args: argparse.Namespace) -> int:
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs-serve",
-        description="Serve a blockfs volume or pyramid to Neuroglancer as a precomputed data source over HTTP.",
-        epilog="Paste the printed precomputed://http://... URL into Neuroglancer. Ctrl-C stops the server.",
+        description="Serve a blockfs volume or pyramid to Neuroglancer as a precomputed data source over HTTP, "
+        "or (--static DIR) a static precomputed tree written by blockfs-precomputed.",
+        epilog="Prints the precomputed://http://... source URL, then a Neuroglancer link whose contrast fits "
+        "the data. A volume whose directory file changes (new blocks published) is reopened on the next "
+        "request. Ctrl-C stops the server.",
     )
-    p.add_argument("volume", help="A .blockfs directory file (one level) or a pyramid folder.")
+    p.add_argument("volume", nargs="?", default=None, help="A .blockfs directory file (one level) or a pyramid folder.")
+    p.add_argument("--static", metavar="DIR", default=None,
+                   help="Serve this static precomputed tree instead: CORS, HTTP Range (sharded trees), "
+                   "<chunk> answered from <chunk>.gz with Content-Encoding: gzip (--gzip trees), 404 for missing chunks.")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: 127.0.0.1, this machine only).")
-    p.add_argument("--port", type=int, default=8000, help="Port (default: 8000; 0 picks a free one).")
+    p.add_argument("--port", type=port_number, default=8000, help="Port, 0-65535 (default: 8000; 0 picks a free one).")
     _add_source_options(p)
-    p.add_argument("--gzip-level", type=int, default=1, help="gzip level for clients that accept it, 0 = off (default: 1).")
+    p.add_argument("--gzip-level", type=int, choices=range(10), metavar="0-9", default=1,
+                   help="gzip level for clients that accept it, 0 = off (default: 1).")
+    p.add_argument("--neuroglancer", default=None, metavar="URL",
+                   help="Neuroglancer to link to (default: https://neuroglancer-demo.appspot.com).")
     return p
 
 
-@_entry(_serve_parser)
+@_entry(_serve_parser, resumable=False)
 def serve_main(args: argparse.Namespace) -> int:
-    """blockfs-serve <volume> [--host H] [--port N]: prints the Neuroglancer URL, serves until Ctrl-C."""
-    from .serve import open_precomputed
-    from .serve.server import make_server
+    """blockfs-serve <volume> | --static DIR [--host H] [--port N]: prints the URLs, serves until Ctrl-C."""
+    from .core.errors import ConfigurationError
+    from .serve import link
 
-    source = open_precomputed(args.volume, args.type, args.resolution)
-    server = make_server(source, args.host, args.port, args.gzip_level)  # logs the URL at INFO
-    print(server.url(), flush=True)
+    base = args.neuroglancer or link.NEUROGLANCER
+    if (args.volume is None) == (args.static is None):
+        raise ConfigurationError("give either a volume (.blockfs file or pyramid folder) or --static DIR")
+    if args.static is not None:
+        from .serve.static_server import make_static_server
+
+        server = make_static_server(args.static, args.host, args.port)
+        print(server.url(), flush=True)
+        print(f"Neuroglancer: {link.link_for_static_tree(args.static, server.url(), base)}", flush=True)
+    else:
+        from .serve import open_precomputed
+        from .serve.server import make_server
+
+        source = open_precomputed(args.volume, args.type, args.resolution)
+        server = make_server(source, args.host, args.port, args.gzip_level)  # logs the URL at INFO
+        print(server.url(), flush=True)
+        print(f"Neuroglancer: {link.link_for_volume(source, server.url(), base)}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        print("\nblockfs-serve: stopped", file=sys.stderr)
     finally:
         server.server_close()
     return 0
@@ -329,13 +428,16 @@ def _precomputed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs-precomputed",
         description="Export a blockfs volume or pyramid as a static Neuroglancer precomputed tree (info + chunk files).",
+        epilog="Serve the tree with 'blockfs-serve --static OUT_FOLDER': Neuroglancer needs CORS on every "
+        "response, --sharded trees need HTTP Range, and --gzip trees need <chunk> answered from <chunk>.gz with "
+        "Content-Encoding: gzip, which plain file servers (python -m http.server) do not give.",
     )
     p.add_argument("volume", help="A .blockfs directory file (one level) or a pyramid folder.")
     p.add_argument("out_folder", help="The folder to write (created if missing).")
     _add_source_options(p)
     p.add_argument("--gzip", action="store_true", help="Gzip chunks (<chunk>.gz files, or gzip shard encodings).")
     p.add_argument("--sharded", action="store_true", help="Write neuroglancer_uint64_sharded_v1 shard files.")
-    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     return p
 
