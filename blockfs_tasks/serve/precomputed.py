@@ -16,14 +16,15 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..core.directory import Directory
-from ..core.errors import ConfigurationError
+from ..core.errors import BadRequestError, BlockfsError, ConfigurationError
 from ..pyramid import LAYER_TYPES, Pyramid, is_pyramid, level_key
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,19 @@ DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "
 
 _CHUNK_NAME = re.compile(r"([0-9]+)-([0-9]+)_([0-9]+)-([0-9]+)_([0-9]+)-([0-9]+)")
 _KEY = re.compile(r"[A-Za-z0-9_.-]+")
+#: Digits of the longest chunk coordinate answered (2**64 has 20); longer is a bad request, not a lookup.
+MAX_COORDINATE_DIGITS = 20
+
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(path: str) -> Stamp | None:
+    """(inode, size, mtime in ns) of ``path``, None if it cannot be stat'ed: a cheap "has it changed"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class PrecomputedVolume:
         The scales, finest first; all of one dtype.
     layer_type
         ``"image"`` or ``"segmentation"``.
+
+    A scale whose directory file changes on disk (a writer published new
+    blocks, or the volume was rebuilt) is reopened on the next request that
+    touches it: each request costs one ``stat`` of that directory file.
     """
 
     def __init__(self, scales: Sequence[Scale], layer_type: str = "image") -> None:
@@ -96,7 +114,41 @@ class PrecomputedVolume:
         self.layer_type = layer_type
         self.data_type = dtype
         self._by_key = {s.key: s for s in scales}
+        self._stamps = {s.key: file_stamp(s.directory.directory_filename) for s in scales}
+        self._reload_lock = threading.Lock()
         self._info = json.dumps(self.info(), indent=1).encode("utf-8")
+
+    def current(self, key: str) -> Scale | None:
+        """Scale ``key`` as its directory file is now (reopened if the file changed); None if no such scale."""
+        scale = self._by_key.get(key)
+        if scale is None:
+            return None
+        path = scale.directory.directory_filename
+        stamp = file_stamp(path)
+        if stamp is None or stamp == self._stamps[key]:
+            return scale
+        with self._reload_lock:
+            scale = self._by_key[key]
+            if stamp == self._stamps[key]:  # another request reloaded it meanwhile
+                return scale
+            self._stamps[key] = stamp
+            try:
+                directory = Directory.open(path)
+            except (BlockfsError, OSError) as e:
+                logger.warning("%s changed but cannot be opened (%s); serving the version loaded before", path, e)
+                return scale
+            scale = replace(scale, directory=directory)
+            self._by_key[key] = scale
+            self.scales = tuple(scale if s.key == key else s for s in self.scales)
+            self.data_type = self.scales[0].directory.dtype.name
+            self._info = json.dumps(self.info(), indent=1).encode("utf-8")
+            logger.info("reloaded %s: it changed on disk", path)
+            return scale
+
+    def refresh(self) -> None:
+        """Reopen every scale whose directory file changed."""
+        for key in list(self._by_key):
+            self.current(key)
 
     def info(self) -> dict[str, Any]:
         """The precomputed ``info`` JSON as a dict."""
@@ -109,15 +161,18 @@ class PrecomputedVolume:
         }
 
     def info_bytes(self) -> bytes:
-        """The ``info`` JSON, encoded once."""
+        """The ``info`` JSON, encoded once per version of the scales' directory files."""
+        self.refresh()
         return self._info
 
     def locate(self, key: str, name: str) -> tuple[Scale, tuple[int, int, int]] | None:
         """The scale and block origin (x, y, z) of chunk ``key/name``; None unless it is exactly one chunk."""
-        scale = self._by_key.get(key)
+        scale = self.current(key)
         match = _CHUNK_NAME.fullmatch(name)
         if scale is None or match is None:
             return None
+        if any(len(number) > MAX_COORDINATE_DIGITS for number in match.groups()):
+            raise BadRequestError(f"{key}/{name[:40]}...: a chunk coordinate longer than {MAX_COORDINATE_DIGITS} digits")
         grid = scale.directory.grid
         origin = (int(match[1]), int(match[3]), int(match[5]))
         if any(not 0 <= o < e or o % b for o, e, b in zip(origin, grid.extent_xyz, grid.block_xyz)):
@@ -140,7 +195,7 @@ class PrecomputedVolume:
         """What a URL path (already percent-decoded, query removed) serves: the info, a chunk, or None."""
         parts = url_path.removeprefix("/").split("/")
         if parts == ["info"]:
-            return self._info
+            return self.info_bytes()
         if len(parts) == 2:
             return self.read_chunk(parts[0], parts[1])
         return None

@@ -6,7 +6,12 @@ GIL, so requests are served in parallel. HTTP/1.1 keep-alive. Every response,
 errors included, carries CORS headers (Neuroglancer runs in a browser on
 another origin). Only ``/info`` and exact chunk names resolve
 (:meth:`PrecomputedVolume.resolve`); anything else, ``/provenance`` and
-never-written chunks included, is 404. Binds 127.0.0.1 unless told otherwise.
+never-written chunks included, is 404; a chunk name no chunk can have (a
+5,000-digit coordinate) is 400. A volume whose directory file changes is
+reopened on the next request. Binds 127.0.0.1 unless told otherwise.
+
+:class:`CorsHandler` and :class:`CorsServer` are shared with the static tree
+server (:mod:`.static_server`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
+from ..core.errors import BadRequestError, ConfigurationError
 from .precomputed import PrecomputedVolume
 
 logger = logging.getLogger(__name__)
@@ -28,7 +34,7 @@ CORS_HEADERS = (
     ("Access-Control-Allow-Origin", "*"),
     ("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"),
     ("Access-Control-Allow-Headers", "*"),
-    ("Access-Control-Expose-Headers", "Content-Length, Content-Encoding, Content-Type"),
+    ("Access-Control-Expose-Headers", "Content-Length, Content-Encoding, Content-Type, Content-Range, Accept-Ranges"),
     ("Access-Control-Max-Age", "86400"),
 )
 
@@ -68,10 +74,9 @@ def accepts_gzip(header: str | None) -> bool:
     return allowed.get("*", 0.0) > 0
 
 
-class PrecomputedHandler(BaseHTTPRequestHandler):
-    """GET / HEAD / OPTIONS over a :class:`PrecomputedVolume` (the server's ``source``)."""
+class CorsHandler(BaseHTTPRequestHandler):
+    """GET / HEAD / OPTIONS with CORS headers on every response; subclasses define ``_respond``."""
 
-    server: PrecomputedServer
     protocol_version = "HTTP/1.1"
     # Answer malformed request lines with a status line and headers (CORS included),
     # not the header-less replies of HTTP/0.9, which no client of ours speaks.
@@ -108,23 +113,7 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
 
     def _respond(self, body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
-        try:
-            data = self.server.source.resolve(path)
-        except Exception:  # a corrupt block must not kill the connection silently
-            logger.exception("error serving %s", path)
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain", body)
-            return
-        if data is None:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", body)
-            return
-        content_type = "application/json" if path == "/info" else "application/octet-stream"
-        extra = [("Vary", "Accept-Encoding")]
-        compress = self.server.compress
-        if compress is not None and accepts_gzip(self.headers.get("Accept-Encoding")):
-            data = compress(data)
-            extra.append(("Content-Encoding", "gzip"))
-        self._send(HTTPStatus.OK, data, content_type, body, extra)
+        raise NotImplementedError
 
     def _send(
         self,
@@ -141,27 +130,55 @@ class PrecomputedHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if body:
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                logger.debug("client %s went away", self.address_string())
-                self.close_connection = True
+            self._write(data)
+
+    def _write(self, data: bytes) -> bool:
+        """Write body bytes; False (and the connection closed) when the client went away."""
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("client %s went away", self.address_string())
+            self.close_connection = True
+            return False
+        return True
 
 
-class PrecomputedServer(ThreadingHTTPServer):
-    """A threading HTTP server holding the source it serves."""
+class PrecomputedHandler(CorsHandler):
+    """GET / HEAD / OPTIONS over a :class:`PrecomputedVolume` (the server's ``source``)."""
+
+    server: PrecomputedServer
+
+    def _respond(self, body: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        try:
+            data = self.server.source.resolve(path)
+        except BadRequestError as e:
+            self._send(HTTPStatus.BAD_REQUEST, f"bad request: {e}\n".encode(), "text/plain", body)
+            return
+        except Exception:  # a corrupt block must not kill the connection silently
+            logger.exception("error serving %s", path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain", body)
+            return
+        if data is None:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", body)
+            return
+        content_type = "application/json" if path == "/info" else "application/octet-stream"
+        extra = [("Vary", "Accept-Encoding")]
+        compress = self.server.compress
+        if compress is not None and accepts_gzip(self.headers.get("Accept-Encoding")):
+            data = compress(data)
+            extra.append(("Content-Encoding", "gzip"))
+        self._send(HTTPStatus.OK, data, content_type, body, extra)
+
+
+class CorsServer(ThreadingHTTPServer):
+    """A threading HTTP server for Neuroglancer clients: many connections, quiet logs, a source URL."""
 
     daemon_threads = True
     block_on_close = False  # idle keep-alive connections must not hold up shutdown
     # Clients open dozens of connections at once (tensorstore ~32); the default
     # backlog of 5 drops their SYNs, which cost a 1 s retransmit each.
     request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], source: PrecomputedVolume, gzip_level: int = 1) -> None:
-        self.source = source
-        self.gzip_level = gzip_level
-        self.compress = gzip_compressor(gzip_level) if gzip_level else None
-        super().__init__(address, PrecomputedHandler)
 
     def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
         """Log a failed connection (the base class prints it to stderr)."""
@@ -186,14 +203,29 @@ class PrecomputedServer(ThreadingHTTPServer):
         return f"precomputed://http://{host}:{self.port}"
 
 
+class PrecomputedServer(CorsServer):
+    """A threading HTTP server holding the source it serves."""
+
+    def __init__(self, address: tuple[str, int], source: PrecomputedVolume, gzip_level: int = 1) -> None:
+        self.source = source
+        self.gzip_level = gzip_level
+        self.compress = gzip_compressor(gzip_level) if gzip_level else None
+        super().__init__(address, PrecomputedHandler)
+
+
+def check_port(port: int) -> None:
+    """Raise :class:`ConfigurationError` unless ``port`` is a TCP port number (0: any free one)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"Expected a port from the inclusive range (0, 65535). Got {port!r} instead.")
+
+
 def make_server(source: PrecomputedVolume, host: str = "127.0.0.1", port: int = 0, gzip_level: int = 1) -> PrecomputedServer:
     """Bind a server for ``source`` on ``host:port`` (port 0: a free one); call ``serve_forever``.
 
     ``gzip_level`` 0 turns gzip off; 1 (the default) is fastest (see :func:`gzip_compressor`).
     """
+    check_port(port)
     if not 0 <= gzip_level <= 9:
-        from ..core.errors import ConfigurationError
-
         raise ConfigurationError(f"Expected a gzip level from the inclusive range (0, 9). Got {gzip_level!r} instead.")
     server = PrecomputedServer((host, port), source, gzip_level)
     logger.info("serving %d scale(s) at %s", len(source.scales), server.url())
@@ -201,10 +233,15 @@ def make_server(source: PrecomputedVolume, host: str = "127.0.0.1", port: int = 
 
 
 class BackgroundServer:
-    """A server running in a daemon thread; a context manager that stops it on exit."""
+    """A server running in a daemon thread; a context manager that stops it on exit.
 
-    def __init__(self, source: PrecomputedVolume, host: str = "127.0.0.1", port: int = 0, gzip_level: int = 1) -> None:
-        self.server = make_server(source, host, port, gzip_level)
+    ``source`` is a :class:`PrecomputedVolume`, or an already bound :class:`CorsServer`.
+    """
+
+    def __init__(
+        self, source: PrecomputedVolume | CorsServer, host: str = "127.0.0.1", port: int = 0, gzip_level: int = 1
+    ) -> None:
+        self.server = source if isinstance(source, CorsServer) else make_server(source, host, port, gzip_level)
         self._thread = threading.Thread(target=self.server.serve_forever, name="blockfs-serve", daemon=True)
 
     @property
