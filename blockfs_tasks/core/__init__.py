@@ -20,6 +20,9 @@ from .errors import (
     ReadOnlyError,
     TruncatedFileError,
     UnsupportedVersionError,
+    VolumeBusyError,
+    VolumeInUseError,
+    WriteFailedError,
     WriterDiedError,
 )
 from .format import VolumeSpec
@@ -41,6 +44,9 @@ __all__ = [
     "ReadOnlyError",
     "TruncatedFileError",
     "UnsupportedVersionError",
+    "VolumeBusyError",
+    "VolumeInUseError",
     "VolumeSpec",
+    "WriteFailedError",
     "WriterDiedError",
 ]

@@ -3,14 +3,23 @@
 A file is written under a temporary name in its final folder, fsynced, then
 renamed into place, and the folder is fsynced, so that after a crash the path
 holds the old file or the whole new one. Temporary names carry a fixed marker
-(``.tmp-``) so that stale ones left by a killed process can be swept.
+(``.tmp-``), the host name, a machine token and the process id
+(``<path>.tmp-<host>-<token>-<pid>``), so that stale ones left by a killed
+process can be swept: a process is judged only by the machine that ran it.
+
+The machine token (8 hex digits) hashes the kernel's boot id and the pid
+namespace: after a reboot, or in another container that shares the host name
+(same kernel, other pid namespace), the same pid is another process.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,9 +29,53 @@ logger = logging.getLogger(__name__)
 TEMP_MARKER = ".tmp-"
 
 
+# <host>-<token>-<pid>, or <host>-<pid> as written before the token existed
+_OWNER = re.compile(r"(?P<host>.+?)(?:-(?P<token>[0-9a-f]{8}))?-(?P<pid>\d+)")
+
+
+@functools.lru_cache(maxsize=None)
+def _machine_token(pid_namespace: str) -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:  # not Linux: the host name alone identifies the machine
+        boot_id = ""
+    return hashlib.sha1(f"{boot_id}/{pid_namespace}".encode()).hexdigest()[:8]
+
+
+def machine_token() -> str:
+    """8 hex digits naming this boot of this machine's kernel and this pid namespace."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return _machine_token(namespace)
+
+
+def process_owner() -> str:
+    """``<host>-<token>-<pid>``: this process, unambiguously among hosts, boots and containers."""
+    return f"{socket.gethostname()}-{machine_token()}-{os.getpid()}"
+
+
 def temporary_name(path: str) -> str:
-    """A temporary path beside ``path``, unique to this host and process."""
-    return f"{path}{TEMP_MARKER}{socket.gethostname()}-{os.getpid()}"
+    """A temporary path beside ``path``, unique to this host, boot, container and process."""
+    return f"{path}{TEMP_MARKER}{process_owner()}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True if ``owner`` (from :func:`process_owner`) is a process of this machine that has exited.
+
+    Another host's (or boot's, or container's) process cannot be checked and
+    counts as alive. A name written before the machine token existed is judged
+    by host name and pid alone.
+    """
+    match = _OWNER.fullmatch(owner)
+    if match is None or match["host"] != socket.gethostname():
+        return False
+    if match["token"] is not None and match["token"] != machine_token():
+        return False
+    pid = int(match["pid"])
+    return pid != os.getpid() and not _alive(pid)
 
 
 def fsync_folder(path: str) -> None:
@@ -80,18 +133,15 @@ def write_atomically(path: str, chunks: Iterable[bytes | memoryview]) -> None:
 
 
 def sweep_temporaries(path_prefix: str) -> list[str]:
-    """Remove temporary files ``<path_prefix>*.tmp-<host>-<pid>`` whose process is gone.
+    """Remove temporary files ``<path_prefix>*.tmp-<host>-<token>-<pid>`` whose process is gone.
 
-    Only files of this host are judged: on a shared filesystem another host's
-    process cannot be checked, so its temporary files are left alone.
+    Only files of this machine are judged (same host name, boot and pid
+    namespace): on a shared filesystem another host's process cannot be
+    checked, so its temporary files are left alone.
     """
     removed = []
-    host = socket.gethostname()
     for tmp in glob.glob(glob.escape(path_prefix) + "*" + TEMP_MARKER + "*"):
-        owner_host, _, pid = tmp.rsplit(TEMP_MARKER, 1)[1].rpartition("-")
-        if owner_host != host or not pid.isdigit():
-            continue
-        if int(pid) == os.getpid() or _alive(int(pid)):
+        if not owner_is_dead(tmp.rsplit(TEMP_MARKER, 1)[1]):
             continue
         try:
             os.unlink(tmp)

@@ -2,13 +2,22 @@
 
 Block file ``k`` of a volume is ``<directory file>.<k>``. A live writer
 process claims the first free ``k`` with ``O_CREAT | O_EXCL``, which needs no
-lock, and is then the only process that appends to that file. Each appended
-block is committed by one 32-byte entry appended to the shared journal
-(``O_APPEND``: concurrent appends of one small write do not interleave).
+lock, and is then the only process that writes to that file and to its
+journal ``<directory file>.<k>.journal``. Each appended block is committed by
+one 32-byte entry in that journal, written after the block's bytes. No two
+processes ever write to the same file, so nothing depends on appends being
+atomic across processes or hosts (they are not on NFS).
+
+An appender writes at offsets it tracks itself (``pwrite``), and a failed
+write is undone (both files truncated back to their last committed end)
+before the error is raised, so one failed block never shifts the blocks after
+it. If even that fails, the appender refuses every later write.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import itertools
 import os
 import re
@@ -16,9 +25,15 @@ import threading
 
 import numpy as np
 
-from .atomic import write_all
+from .atomic import temporary_name
 from .codec import BlockCodec, checksum
-from .errors import ChecksumError, FormatError, MissingFileError, TruncatedFileError
+from .errors import (
+    ChecksumError,
+    FormatError,
+    MissingFileError,
+    TruncatedFileError,
+    WriteFailedError,
+)
 from .format import encode_entry
 
 JOURNAL_SUFFIX = ".journal"
@@ -35,9 +50,31 @@ def fragment_name(directory_path: str, number: int) -> str:
     return f"{block_file_name(directory_path, number)}{FRAGMENT_SUFFIX}"
 
 
-def journal_name(directory_path: str) -> str:
-    """Path of the journal that the live writers of a volume share."""
+def journal_name(directory_path: str, number: int = 0) -> str:
+    """Path of the journal of block file ``number`` (written by that file's live writer only)."""
+    return f"{block_file_name(directory_path, number)}{JOURNAL_SUFFIX}"
+
+
+def legacy_journal_name(directory_path: str) -> str:
+    """The journal that all live writers of a session shared before 2.1 (replayed, never written)."""
     return f"{directory_path}{JOURNAL_SUFFIX}"
+
+
+def journal_files(directory_path: str) -> list[str]:
+    """Every journal of the volume that exists now, oldest first.
+
+    Block file numbers only grow within a volume (a writer claims the first
+    free one), so sorting by number puts an earlier session's journals before
+    a later one's: replayed in this order, the newest entry of a position wins.
+    """
+    numbered = []
+    pattern = glob.escape(directory_path) + ".*" + JOURNAL_SUFFIX
+    for path in glob.glob(pattern):
+        number = block_file_number(directory_path, path[: -len(JOURNAL_SUFFIX)])
+        if number is not None:
+            numbered.append((number, path))
+    legacy = legacy_journal_name(directory_path)
+    return ([legacy] if os.path.exists(legacy) else []) + [p for _, p in sorted(numbered)]
 
 
 def block_file_number(directory_path: str, path: str) -> int | None:
@@ -46,49 +83,121 @@ def block_file_number(directory_path: str, path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class BlockFileAppender:
-    """One process's block file of a live volume: appends blocks, journals entries."""
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``os.pwrite`` until every byte is written at ``offset`` (writes may be partial)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
-    def __init__(self, directory_path: str) -> None:
+
+class BlockFileAppender:
+    """One process's block file of a live volume and its journal: appends and commits blocks.
+
+    ``journal_header`` is the header every journal starts with (the volume's spec).
+    """
+
+    def __init__(self, directory_path: str, journal_header: bytes) -> None:
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._failure: str | None = None
         for number in itertools.count():
             path = block_file_name(directory_path, number)
             try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 continue
+            try:
+                self._journal_fd = self._create_journal(journal_name(directory_path, number), journal_header)
+            except FileExistsError:  # a journal left without its block file (a crash in create())
+                os.close(self._fd)
+                os.unlink(path)
+                continue
+            except BaseException:
+                os.close(self._fd)
+                os.unlink(path)
+                raise
             break
         self.number = number
         self.path = path
-        self.pid = os.getpid()
-        self._offset = 0
-        self._lock = threading.Lock()
+        self.journal_path = journal_name(directory_path, number)
+        self._offset = 0  # end of the last committed block
+        self._journal_end = len(journal_header)  # end of the last committed entry
+
+    @staticmethod
+    def _create_journal(path: str, header: bytes) -> int:
+        """Create ``path`` holding ``header``, whole or not at all (temporary file + link)."""
+        tmp = temporary_name(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._journal_fd = os.open(journal_name(directory_path), os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError as e:
-            os.close(self._fd)
-            raise MissingFileError(
-                f"{journal_name(directory_path)}: the journal of a volume open for writing is gone"
-            ) from e
+            pwrite_all(fd, header, 0)
+            os.link(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
+        return fd
 
     def append(self, position: int, data: bytes) -> None:
-        """Append one encoded block, then commit it with its journal entry."""
+        """Append one encoded block, then commit it with its journal entry.
+
+        On any error neither file keeps a byte of this block (both are
+        truncated back), so the next block lands where it should; the error
+        names the file. If the truncation fails too, this appender refuses
+        every later block rather than write at a wrong offset.
+        """
         crc = checksum(data)
         with self._lock:
-            write_all(self._fd, data)
+            if self._failure is not None:
+                raise WriteFailedError(errno.EIO, self._failure, self.path)
+            what = f"appending a block of {len(data)} bytes at offset {self._offset}"
+            try:
+                pwrite_all(self._fd, data, self._offset)
+            except OSError as e:
+                self._undo(e, self.path, what)
             entry = encode_entry(position, self.number, self._offset, len(data), crc)
-            if os.write(self._journal_fd, entry) != len(entry):
-                raise OSError(f"short append to the journal of {self.path}")
+            try:
+                pwrite_all(self._journal_fd, entry, self._journal_end)
+            except OSError as e:
+                self._undo(e, self.journal_path, f"committing the block at offset {self._offset} of {self.path}")
             self._offset += len(data)
+            self._journal_end += len(entry)
+
+    def _undo(self, error: OSError, path: str, what: str) -> None:
+        """Truncate both files back to their committed ends, then raise ``error`` naming ``path``."""
+        message = f"{what}: {error.strerror or error}; the block was not committed"
+        try:
+            os.ftruncate(self._fd, self._offset)
+            os.ftruncate(self._journal_fd, self._journal_end)
+        except OSError as undo_error:
+            self._failure = (
+                f"{message}, and truncating back to the last committed block failed too "
+                f"({undo_error.strerror or undo_error}): this process writes no more blocks to {self.path}"
+            )
+            message = self._failure
+        raise WriteFailedError(error.errno or errno.EIO, message, path) from error
 
     def close(self) -> None:
-        """Flush the block file to disk and close both files."""
+        """Flush the block file to disk and close both files.
+
+        A failed fsync is raised (naming the file) and remembered: the bytes
+        may never reach the disk, so a later close never reports success.
+        """
         with self._lock:
             if self._fd < 0:
+                if self._failure is not None:
+                    raise WriteFailedError(errno.EIO, self._failure, self.path)
                 return
-            os.fsync(self._fd)
-            os.close(self._fd)
-            os.close(self._journal_fd)
-            self._fd = self._journal_fd = -1
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                self._failure = f"fsync failed ({e.strerror or e}): blocks written to it may not be on disk"
+                raise WriteFailedError(e.errno or errno.EIO, self._failure, self.path) from e
+            finally:
+                os.close(self._fd)
+                os.close(self._journal_fd)
+                self._fd = self._journal_fd = -1
 
 
 class _ProcessAppenders:
@@ -96,9 +205,10 @@ class _ProcessAppenders:
 
     Pickled copies of a Directory (one per ``Pool.starmap`` chunk, say) must
     not each claim a block file: a process writes one block file per volume
-    session. The session is identified by the journal's inode, which
-    ``create()`` or ``open("r+")`` makes anew. This is per-process state by
-    nature, like an open file; it is reset in a forked child.
+    session. ``session`` identifies the writing session (the caller passes
+    the identity of the volume's session file, which ``create()`` or
+    ``open("r+")`` makes anew). This is per-process state by nature, like an
+    open file; it is reset in a forked child.
     """
 
     def __init__(self) -> None:
@@ -110,27 +220,32 @@ class _ProcessAppenders:
         self._lock = threading.Lock()
         self._appenders = {}  # the parent's files are the parent's
 
-    def get(self, directory_path: str) -> BlockFileAppender:
-        try:
-            session = os.stat(journal_name(directory_path)).st_ino
-        except FileNotFoundError as e:
-            raise MissingFileError(
-                f"{journal_name(directory_path)}: the journal of a volume open for writing is gone"
-            ) from e
+    def get(self, directory_path: str, session: int, journal_header: bytes) -> BlockFileAppender:
+        """This process's appender for ``session`` of the volume, made on first use."""
         key = (directory_path, session)
         appender = self._appenders.get(key)
         if appender is None:
             with self._lock:
                 appender = self._appenders.get(key)
                 if appender is None:
-                    appender = self._appenders[key] = BlockFileAppender(directory_path)
+                    appender = self._appenders[key] = BlockFileAppender(directory_path, journal_header)
         return appender
 
     def release(self, directory_path: str) -> None:
-        """Close this process's appenders of the volume (every session)."""
+        """Flush and close this process's appenders of the volume (every session).
+
+        Every appender is closed; the first error (a failed fsync) is raised after.
+        """
         with self._lock:
-            for key in [k for k in self._appenders if k[0] == directory_path]:
-                self._appenders.pop(key).close()
+            appenders = [self._appenders.pop(k) for k in [k for k in self._appenders if k[0] == directory_path]]
+        first: BaseException | None = None
+        for appender in appenders:
+            try:
+                appender.close()
+            except OSError as e:
+                first = first or e
+        if first is not None:
+            raise first
 
 
 process_appenders = _ProcessAppenders()

@@ -3,11 +3,13 @@
 Writing needs no writer processes and no locks. Every process that calls
 :meth:`Directory.write_block` compresses the block itself (so compression runs
 on every core the caller uses), appends it to a block file that only this
-process writes, and commits it with one entry in the shared journal before the
-call returns. A block is therefore safe once ``write_block`` has returned,
-even if the process is then terminated (as ``multiprocessing.Pool`` does on
-leaving its ``with`` block). :meth:`Directory.close`, in the process that
-created the volume, merges the journal into the directory file atomically.
+process writes, and commits it with one entry in that file's own journal
+before the call returns. A block is therefore safe once ``write_block`` has
+returned, even if the process is then terminated (as ``multiprocessing.Pool``
+does on leaving its ``with`` block). :meth:`Directory.close`, in the process
+that created the volume, merges the journals into the directory file
+atomically. One writing session at a time (:mod:`.session`): a second
+``create()`` or ``open(path, "r+")`` is refused while the first is open.
 
 Example (coordinates are voxel offsets x, y, z; blocks are (z, y, x) arrays)::
 
@@ -32,13 +34,14 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
-from .atomic import fsync_folder, fsync_path, published, write_atomically
+from . import session as sessions
+from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import (
-    process_appenders,
     BlockFileReader,
     block_file_name,
     block_file_number,
-    journal_name,
+    journal_files,
+    process_appenders,
 )
 from .codec import BlockCodec, Compression
 from .errors import (
@@ -47,6 +50,8 @@ from .errors import (
     ConfigurationError,
     OutOfBoundsError,
     ReadOnlyError,
+    VolumeInUseError,
+    WriteFailedError,
     WriterDiedError,
 )
 from .grid import BlockGrid
@@ -94,7 +99,7 @@ def resolve_block_path(directory_path: str, name: str) -> str:
 def volume_files(directory_path: str) -> list[str]:
     """Every block, fragment and journal file of a volume that exists now."""
     base = os.path.basename(directory_path)
-    pattern = re.compile(re.escape(base) + r"\.(\d+(\.fragment)?|journal)")
+    pattern = re.compile(re.escape(base) + r"\.(\d+(\.fragment|\.journal)?|journal)")
     folder = os.path.dirname(directory_path) or "."
     return sorted(
         os.path.join(folder, f)
@@ -155,7 +160,10 @@ class Directory:
         self._index: np.ndarray | None = None
         self._block_names: list[str] = []
         self._reader: BlockFileReader | None = None
-        self._journal_seen = 0
+        self._journal_seen: dict[str, tuple[int, int]] = {}  # journal -> (bytes, entries) merged so far
+        self._session: sessions.Session | None = None  # held by the Directory that began the session
+        self._failure: WriteFailedError | None = None  # a failed fsync: close() never succeeds after it
+        self._journal_header: bytes | None = None
         self._committed_names: list[str] = []  # block files named in the directory file on disk
         self._lock = threading.RLock()  # one journal replay at a time (region reads use threads)
         self._pool: ThreadPoolExecutor | None = None
@@ -222,61 +230,83 @@ class Directory:
     def create(self) -> None:
         """Create an empty volume, replacing any volume at the same path.
 
-        In a child that ``spawn`` or ``forkserver`` is starting, the main
-        script's top level runs again; a ``create()`` there joins the parent's
-        volume instead of wiping the blocks the parent's workers are writing.
+        Starts a writing session; raises :class:`VolumeInUseError` if another
+        one (of a live process) holds the volume. In a child that ``spawn`` or
+        ``forkserver`` is starting, the main script's top level runs again; a
+        ``create()`` there joins the parent's volume instead of wiping the
+        blocks the parent's workers are writing.
         """
         if _in_spawned_child_bootstrap():
             self._mode, self._owner_pid = "w", os.getppid()
             logger.debug("%s: spawned child joins the parent's volume", self.directory_filename)
             return
         path = self.directory_filename
-        for old in volume_files(path):
-            os.unlink(old)
-        empty = np.zeros(self.grid.n_blocks, fmt.INDEX_DTYPE)
-        write_atomically(path, [fmt.encode_directory_header(self.spec, [], empty), empty])
-        self._start_journal()
-        self._index, self._block_names = empty, []
+        if self._session is not None:  # create() again: end this object's earlier session first
+            process_appenders.release(path)
+            self._session.release()
+            self._session = None
+        session = sessions.acquire(path, replace_own=True)
+        try:
+            sweep_temporaries(path)
+            for old in volume_files(path):
+                os.unlink(old)
+            empty = np.zeros(self.grid.n_blocks, fmt.INDEX_DTYPE)
+            write_atomically(path, [fmt.encode_directory_header(self.spec, [], empty), empty])
+        except BaseException:
+            session.release()
+            raise
+        self._session, self._failure = session, None
+        self._journal_seen = {}
+        self._index, self._block_names, self._committed_names = empty, [], []
         self._mode, self._owner_pid = "w", os.getpid()
         logger.debug("created %r", self)
-
-    def _start_journal(self) -> None:
-        """Create the journal, atomically, unless another process already has."""
-        journal = journal_name(self.directory_filename)
-        with published(journal + ".new") as tmp:
-            with open(tmp, "wb") as f:
-                f.write(fmt.encode_fragment_header(self.spec))
-        try:
-            os.link(journal + ".new", journal)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(journal + ".new")
-        self._journal_seen = 0
 
     @classmethod
     def open(cls, directory_filename: str | os.PathLike[str], mode: str = "r") -> Directory:
         """Open an existing volume, read-only (``"r"``) or to add blocks (``"r+"``).
 
-        A journal left by a writer session that never closed (a crash) is
-        replayed, so every block it committed reads back.
+        Journals left by a writing session that never closed (a crash) are
+        replayed, so every block it committed reads back; ``"r+"`` then takes
+        over that session, and its ``close()`` commits those blocks too.
+        ``"r+"`` starts a writing session: it raises :class:`VolumeInUseError`
+        while another one is open, except in a process that the session's
+        own process started (a pool worker), which joins that session.
         """
         if mode not in _MODES:
             raise ConfigurationError(f"Invalid mode {mode!r}; expected one of {_MODES}")
         self = cls.__new__(cls)
-        contents = fmt.read_directory(os.fspath(directory_filename))
-        self._init(contents.spec, directory_filename)
-        self._apply_contents(contents)
-        if mode == "r+":
-            if self.version != fmt.VERSION:
+        path = os.path.abspath(os.fspath(directory_filename))
+        if mode == "r":
+            contents = fmt.read_directory(path)
+            self._init(contents.spec, path)
+            self._apply_contents(contents)
+            self._mode = "r"
+            self._replay_journal()
+            return self
+        holder = sessions.read_session(path)
+        if holder is not None and (holder.is_ancestor() or _in_spawned_child_bootstrap()):
+            contents = fmt.read_directory(path)  # a worker of the open session joins it
+            self._init(contents.spec, path)
+            self._apply_contents(contents)
+            self._mode, self._owner_pid = "w", holder.pid
+            self._replay_journal()
+            return self
+        fmt.read_directory(path)  # not a volume, or damaged: say so before taking the session
+        session = sessions.acquire(path)
+        try:
+            contents = fmt.read_directory(path)  # the directory as the previous session left it
+            if contents.version == fmt.VERSION_1:  # 2.0.0 takes blocks; close() publishes it as 2.1.0
                 raise ReadOnlyError(
-                    f"{self.directory_filename}: format {self.version} volumes are read-only; "
+                    f"{path}: format {contents.version} volumes are read-only; "
                     f"copy the data into a new volume to add blocks"
                 )
-            self._start_journal()
-            self._mode = "w"
-        else:
-            self._mode = "r"
+            sweep_temporaries(path)
+        except BaseException:
+            session.release()
+            raise
+        self._init(contents.spec, path)
+        self._apply_contents(contents)
+        self._session, self._mode = session, "w"
         self._replay_journal()
         return self
 
@@ -297,21 +327,37 @@ class Directory:
                 self._replay_journal()
 
     def _replay_journal(self) -> None:
-        """Merge journal entries committed since the last look into the in-memory index."""
-        journal = journal_name(self.directory_filename)
+        """Merge journal entries committed since the last look into the in-memory index.
+
+        Each writer process has its own journal; only the entries a journal
+        gained since it was last merged are applied, so the index follows the
+        order in which this process saw the commits.
+        """
         with self._lock:
-            try:
-                size = os.path.getsize(journal)
-            except FileNotFoundError:
-                return
-            if size == self._journal_seen:
-                return
+            for journal in journal_files(self.directory_filename):
+                try:
+                    size = os.path.getsize(journal)
+                except FileNotFoundError:  # the session closed and merged it meanwhile
+                    continue
+                seen_size, seen_entries = self._journal_seen.get(journal, (0, 0))
+                if size == seen_size:
+                    continue
+                fragment = self._read_journal(journal)
+                if fragment is None:
+                    continue
+                self._journal_seen[journal] = (size, len(fragment.entries))
+                self._merge(fragment.entries[seen_entries:])
+
+    def _read_journal(self, journal: str) -> fmt.Fragment | None:
+        """A journal's valid entries; None if it is gone or was written for another volume."""
+        try:
             fragment = fmt.read_fragment(journal, strict=False)
-            self._journal_seen = size
-            if not fragment.spec.same_volume(self.spec):
-                logger.warning("%s: ignoring a journal written for another volume", journal)
-                return
-            self._merge(fragment.entries)
+        except FileNotFoundError:
+            return None
+        if not fragment.spec.same_volume(self.spec):
+            logger.warning("%s: ignoring a journal written for another volume", journal)
+            return None
+        return fragment
 
     def _merge(self, entries: np.ndarray) -> None:
         """Apply entries (commit order) to the index; file numbers become list indexes."""
@@ -331,7 +377,7 @@ class Directory:
         positions = entries["position"].astype(np.int64)
         if positions.max() >= len(index):
             raise OutOfBoundsError(
-                f"{journal_name(self.directory_filename)}: block position {positions.max()} "
+                f"{self.directory_filename}: a journal names block position {positions.max()} "
                 f"outside the volume's {len(index)} blocks"
             )
         index["offset"][positions] = entries["offset"]
@@ -372,7 +418,10 @@ class Directory:
         if tuple(np.shape(block)) != expected:
             raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
         data = self.spec.codec.encode(as_storable(block, self.dtype, where))
-        process_appenders.get(self.directory_filename).append(position, data)
+        session = sessions.session_identity(self.directory_filename)
+        header = self._journal_header or fmt.encode_fragment_header(self.spec)
+        self._journal_header = header
+        process_appenders.get(self.directory_filename, session, header).append(position, data)
 
     def write_blocks(
         self, blocks: Iterable[tuple[np.ndarray, int, int, int]], n_threads: int | None = None
@@ -388,40 +437,75 @@ class Directory:
         return n
 
     def close(self) -> None:
-        """Commit every block written so far into the directory file.
+        """Commit every block written so far into the directory file, and end the session.
 
         In the process that created (or opened ``"r+"``) the volume this merges
-        the journal into a new directory file, published atomically; in any
-        other process it only closes that process's own block file. Raises
-        :class:`WriterDiedError` (after committing every intact block) when a
-        writer stopped in the middle of a block.
+        every journal into a new directory file, published atomically after
+        the block files are fsynced; in any other process it only flushes and
+        closes that process's own block file. Raises :class:`WriterDiedError`
+        (after committing every intact block) when a writer stopped in the
+        middle of a block. A failed fsync raises :class:`WriteFailedError`,
+        leaves the volume as it was last published, and is raised again by
+        every later ``close()``: it never turns into success.
         """
-        process_appenders.release(self.directory_filename)
-        if self._mode != "w" or os.getpid() != self._owner_pid:
+        if self._failure is not None:
+            raise WriteFailedError(
+                self._failure.errno, f"an earlier close() failed, nothing was committed: {self._failure.strerror}",
+                self._failure.filename,
+            ) from self._failure
+        owner = self._mode == "w" and os.getpid() == self._owner_pid
+        try:
+            process_appenders.release(self.directory_filename)
+        except WriteFailedError as e:
+            if owner:
+                self._failure = e
+            raise
+        if not owner:
             self._release()
             return
+        if self._session is not None and not self._session.still_held():
+            self._mode = "closed"
+            self._release()
+            raise VolumeInUseError(
+                f"{self.directory_filename}: this writing session was taken over (by a create() of the "
+                f"same volume?); nothing was committed by this close()"
+            )
         if self._index is None:  # an unpickled copy in the owning process
             self._load()
-        journal = journal_name(self.directory_filename)
         old_names = set(self._committed_names)
-        all_entries = None
-        if os.path.exists(journal):
-            fragment = fmt.read_fragment(journal, strict=False)  # read once: merged, and checked for torn files
-            all_entries = fragment.entries
+        entries = []
+        journals = journal_files(self.directory_filename)
+        for journal in journals:  # read each once: merged, and checked for torn block files
+            fragment = self._read_journal(journal)
+            if fragment is not None:
+                entries.append(fragment.entries)
+        all_entries = np.concatenate(entries) if entries else None
+        if all_entries is not None:
             with self._lock:
                 self._merge(all_entries)
-        new_names = [n for n in self._block_names if n not in old_names]
-        for name in new_names:
-            fsync_path(resolve_block_path(self.directory_filename, name))
+        for name in [n for n in self._block_names if n not in old_names]:
+            block_file = resolve_block_path(self.directory_filename, name)
+            try:
+                fsync_path(block_file)
+            except OSError as e:
+                self._failure = WriteFailedError(
+                    e.errno, f"fsync failed ({e.strerror}): its blocks may not be on disk, so the volume "
+                    f"stays as it was last published", block_file,
+                )
+                raise self._failure from e
         index = np.ascontiguousarray(self._index)
         write_atomically(
             self.directory_filename,
             [fmt.encode_directory_header(self.spec, self._block_names, index), index],
         )
+        self.version = fmt.VERSION
         torn = self._torn_block_files(old_names, all_entries)
-        if os.path.exists(journal):
+        for journal in journals:
             os.unlink(journal)
-            fsync_folder(journal)
+        if journals:
+            fsync_folder(self.directory_filename)
+        sweep_temporaries(self.directory_filename)
+        self._end_session()
         self._mode = "closed"
         self._release()
         if torn:
@@ -429,6 +513,17 @@ class Directory:
                 "a writer stopped in the middle of a block; these blocks were not committed "
                 "(every committed block is intact): " + "; ".join(torn)
             )
+
+    def _end_session(self) -> None:
+        """Remove the session file: this object's session, or (an unpickled copy) this process's."""
+        if self._session is not None:
+            self._session.release()
+            self._session = None
+            return
+        holder = sessions.read_session(self.directory_filename)
+        if holder is not None and holder.on_this_machine() and holder.pid == os.getpid():
+            os.unlink(sessions.session_file_name(self.directory_filename))
+            fsync_folder(self.directory_filename)
 
     def _torn_block_files(self, old_names: set[str], entries: np.ndarray | None) -> list[str]:
         """Block files of this session with bytes past their last committed block."""
@@ -455,7 +550,7 @@ class Directory:
             self._pool.shutdown()
             self._pool = None
         if self._index is not None:
-            self._reader = BlockFileReader(self.block_filenames, self.version == fmt.VERSION)
+            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1)
 
     def __enter__(self) -> Directory:
         return self
@@ -519,18 +614,22 @@ class Directory:
             out.fill(0)
             return out
         if self._reader is None:
-            self._reader = BlockFileReader(self.block_filenames, self.version == fmt.VERSION)
+            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1)
         return self._reader.read(entry, self.dtype, shape, f"block at (x, y, z) = ({x}, {y}, {z})", out)
 
     def has_block(self, x: int, y: int, z: int) -> bool:
         """True if the block at (x, y, z) was written."""
         return bool(self._entry(x, y, z)["file"])
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def block_origins(self) -> Iterator[tuple[int, int, int]]:
         """Origins (x, y, z) of the blocks present, in position order."""
         self._load()
         for position in np.flatnonzero(self._index["file"]):  # type: ignore[index]
             yield self.grid.origin(int(position))
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """Same as :meth:`block_origins` (``for x, y, z in d``), kept for scripts that use it."""
+        return self.block_origins()
 
     def __len__(self) -> int:
         """Number of blocks present."""

@@ -99,6 +99,21 @@ class MissingLibraryError(BlockfsError, ImportError):
     """An optional library, or a shared library it loads, that is not installed."""
 
 
+class VolumeInUseError(VolumeBusyError):
+    """Another writing session (``create()`` or ``open(path, "r+")``) holds the volume.
+
+    The message names that session: host, process id and since when.
+    """
+
+
+class WriteFailedError(BlockfsError, OSError):
+    """A write or fsync of a volume's file failed: the message says what was being written.
+
+    Built like ``OSError(errno, message, filename)``, so ``errno`` (ENOSPC,
+    EIO...) and ``filename`` are kept.
+    """
+
+
 class UnsupportedCodecError(FormatError):
     """A volume whose codec id (or a parameter of it) this reader does not know; the message names it."""
 

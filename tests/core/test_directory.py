@@ -1,4 +1,4 @@
-"""The new format (2.0.0) through the Directory API: round trips, reads, iteration, reopening, pickling."""
+"""The current format (2.1.0) through the Directory API: round trips, reads, iteration, reopening, pickling."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from blockfs_tasks.core import BlockShapeError, Compression, Directory, OutOfBoundsError, ReadOnlyError
-from blockfs_tasks.core.blockfile import journal_name
+from blockfs_tasks.core import format as fmt
+from blockfs_tasks.core.blockfile import journal_files
 
 from .helpers import ALL_COMPRESSORS, ALL_DTYPES, compressor_param, random_block, same
 
@@ -49,7 +50,7 @@ def test_round_trip_every_dtype_and_compressor(tmp_path: Path, dtype: str, compr
     data = random_block((19, 23, 29), dtype, (3, len(dtype), len(compression)))  # no axis a multiple of 8
     write_volume(tmp_path / "v.blockfs", data, (8, 8, 8), compression=compression, compression_level=7)
     d = Directory.open(tmp_path / "v.blockfs")
-    assert (d.version, d.dtype, d.compression, d.compression_level) == ("2.0.0", np.dtype(dtype), compression, 7)
+    assert (d.version, d.dtype, d.compression, d.compression_level) == (fmt.VERSION, np.dtype(dtype), compression, 7)
     assert d.shape == (19, 23, 29) and len(d) == d.grid.n_blocks == 3 * 3 * 4
     assert same(d[:, :, :], data)
     for x, y, z in d.grid.origins():
@@ -82,8 +83,8 @@ def test_compression_enum_accepted(tmp_path: Path) -> None:
     write_volume(tmp_path / "v.blockfs", data, (8, 8, 8), compression=Compression.zstd)
     d = Directory.open(tmp_path / "v.blockfs")
     assert d.compression == "zstd" and same(d[:], data)
-    md = _read_v2_directory(tmp_path / "v.blockfs")[0]
-    assert md["Compression"] == "zstd"
+    md = _read_directory_file(tmp_path / "v.blockfs")[0]
+    assert md["Codec"]["cname"] == "zstd"
 
 
 def test_unwritten_blocks_read_zeros(tmp_path: Path) -> None:
@@ -245,7 +246,7 @@ def test_context_manager_closes_and_commits(tmp_path: Path) -> None:
         d.create()
         d.write_block(block, 8, 8, 8)
     assert not d.writable
-    assert not os.path.exists(journal_name(str(tmp_path / "v.blockfs")))
+    assert not journal_files(str(tmp_path / "v.blockfs"))
     with pytest.raises(ReadOnlyError, match="closed"):
         d.write_block(block, 0, 0, 0)
     with Directory.open(tmp_path / "v.blockfs") as r:
@@ -329,14 +330,20 @@ def _write_seeded(d: Directory, x: int, y: int, z: int) -> None:
 
 
 # ------------------------------------------------------------- on-disk format
-def _read_v2_directory(path: Path) -> tuple[dict, np.ndarray]:
-    """Parse a 2.0.0 directory file from the spec (format.py's docstring), independently."""
+def _read_directory_file(path: Path) -> tuple[dict, np.ndarray]:
+    """Parse a 2.1.0 directory file from the spec (format.py's docstring), independently."""
     raw = path.read_bytes()
     magic, m, dpos = struct.unpack_from("<8sII", raw)
-    assert magic == b"BlockFS\0"
-    assert dpos == 16 + m and dpos % 8 == 0
+    assert magic == b"BlockFS\0" and m % 8 == 0
+    assert struct.unpack_from("<I", raw, 16 + m)[0] == google_crc32c.value(raw[: 16 + m])  # header + metadata
     md = json.loads(raw[16 : 16 + m].decode("utf-8"))
     index = np.frombuffer(raw[dpos:], np.dtype([("offset", "<u8"), ("size", "<u4"), ("file", "<u4"), ("crc", "<u4")]))
+    per_page = md["IndexPageEntries"]
+    pages = -(-len(index) // per_page)
+    assert dpos == (20 + m + 4 * pages + 7) // 8 * 8
+    for p in range(pages):  # each page checks alone
+        page_crc = struct.unpack_from("<I", raw, 20 + m + 4 * p)[0]
+        assert page_crc == google_crc32c.value(index[p * per_page : (p + 1) * per_page].tobytes())
     return md, index
 
 
@@ -344,15 +351,15 @@ def test_directory_file_layout_matches_the_spec(tmp_path: Path) -> None:
     data = random_block((20, 20, 20), "uint16", 13)
     d = write_volume(tmp_path / "v.blockfs", data, (8, 8, 8), compression="lz4", compression_level=2,
                      metadata={"app": 1})
-    md, index = _read_v2_directory(tmp_path / "v.blockfs")
-    assert md["Version"] == "2.0.0"
+    md, index = _read_directory_file(tmp_path / "v.blockfs")
+    assert md["Version"] == "2.1.0"
     assert (md["XExtent"], md["YExtent"], md["ZExtent"]) == (20, 20, 20)
     assert (md["XBlockSize"], md["YBlockSize"], md["ZBlockSize"]) == (8, 8, 8)
-    assert (md["DType"], md["Compression"], md["CompressionLvl"], md["Shuffle"]) == ("uint16", "lz4", 2, True)
+    assert md["DType"] == "uint16"
+    assert md["Codec"] == {"id": "blosc", "cname": "lz4", "clevel": 2, "shuffle": 1}
     assert md["Metadata"] == {"app": 1}
     assert md["BlockFiles"] == ["v.blockfs.0"]  # relative: a plain mv of the folder keeps the volume
     assert len(index) == 27
-    assert md["IndexCRC32C"] == google_crc32c.value(index.tobytes())
     blocks = (tmp_path / "v.blockfs.0").read_bytes()
     for position, (x, y, z) in enumerate(d.grid.origins()):
         e = index[position]
