@@ -302,3 +302,48 @@ def test_server_stops_with_idle_keep_alive_clients(image_source: object) -> None
         assert not stopper.is_alive(), "shutdown waited for an idle keep-alive connection"
     finally:
         conn.close()
+
+
+def test_an_absurd_chunk_coordinate_is_a_400_without_a_traceback(image_server: BackgroundServer, caplog: pytest.LogCaptureFixture) -> None:
+    huge = "9" * 5000
+    with caplog.at_level("DEBUG", logger="blockfs_tasks"):
+        status, headers, body = request(image_server, f"/1_1_1/{huge}-{huge}_0-16_0-8")
+    assert status == 400 and b"digits" in body
+    assert_cors(headers)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+
+
+def test_blocks_published_after_start_are_served_without_restart(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from blockfs_tasks.core import Directory
+    from blockfs_tasks.serve import open_precomputed
+
+    from .conftest import write_volume
+
+    data = np.random.default_rng(5).integers(0, 4000, (16, 32, 32)).astype(np.uint16)
+    path = Path(str(tmp_path)) / "live.blockfs"
+    write_volume(path, data, (16, 16, 16), {(16, 16, 0)})
+    with BackgroundServer(open_precomputed(str(path))) as server:
+        chunk = "/1_1_1/16-32_16-32_0-16"
+        assert request(server, chunk)[0] == 404
+        with Directory.open(str(path), "r+") as d:
+            d.write_block(data[0:16, 16:32, 16:32], 16, 16, 0)
+        status, _, body = request(server, chunk)
+        assert status == 200 and body == data[0:16, 16:32, 16:32].astype("<u2").tobytes()
+        assert request(server, "/1_1_1/0-16_0-16_0-16")[2] == data[0:16, 0:16, 0:16].tobytes()
+
+
+def test_neuroglancer_link_range_fits_the_data(image_source: object, image_sample: Sample) -> None:
+    from urllib.parse import unquote
+
+    from blockfs_tasks.serve.link import link_for_volume
+
+    url = link_for_volume(image_source, "precomputed://http://127.0.0.1:1")  # type: ignore[arg-type]
+    assert url.startswith("https://neuroglancer-demo.appspot.com/#!")
+    layer = json.loads(unquote(url.split("#!", 1)[1]))["layers"][0]
+    assert layer["type"] == "image" and layer["source"] == "precomputed://http://127.0.0.1:1"
+    low, high = layer["shaderControls"]["normalized"]["range"]
+    coarse = image_sample.expected(len(image_sample.pyramid.levels) - 1)
+    assert coarse.min() <= low < high <= coarse.max()
+    assert high - low > 0.5 * (int(coarse.max()) - int(coarse.min()))  # not the uint16 range 0-65535: fits the data
