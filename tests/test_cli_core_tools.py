@@ -379,3 +379,89 @@ def test_cp_mv_of_a_volume_with_an_uncommitted_journal(
 
 def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------- argument validation
+@pytest.mark.parametrize("size", ["0", "-5", "x"])
+def test_rebase_refuses_a_bad_block_size_and_changes_nothing(tmp_path: Path, size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9 item 1: --block-size 0 used to publish a header-only directory (every block lost) and exit 0."""
+    src, data = make_v2(tmp_path / "a")
+    before = src.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        rebase_main([str(src), "--block-size", size])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--block-size" in err and "positive integer" in err and "Traceback" not in err
+    assert src.read_bytes() == before and reads_as(src, data)
+
+
+def test_rebase_volume_refuses_a_zero_chunk_size(tmp_path: Path) -> None:
+    from blockfs_tasks.core.errors import ConfigurationError
+    from blockfs_tasks.core.relocate import rebase_volume
+
+    src, data = make_v1(tmp_path / "a")
+    with pytest.raises(ConfigurationError):
+        rebase_volume(str(src), 0)
+    assert reads_as(src, data)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_wrong_rewritten_directory_is_never_published(tmp_path: Path, version: str) -> None:
+    """The guard behind every rewrite: a result that does not decode to the source's index is thrown away."""
+    from blockfs_tasks.core.format import read_directory
+    from blockfs_tasks.core.relocate import publish_rewritten
+
+    src, data = MAKERS[version](tmp_path / "a")
+    before = src.read_bytes()
+    with pytest.raises(BlockfsError):
+        publish_rewritten(str(src), str(src), lambda md: {**md, "XExtent": md["XExtent"] * 2}, read_directory(str(src)))
+    assert src.read_bytes() == before and reads_as(src, data)
+    assert [f for f in os.listdir(src.parent) if ".tmp-" in f] == []
+
+
+@pytest.mark.parametrize(
+    "main_name, argv, option",
+    [
+        ("serve_main", ["VOL", "--port", "-1"], "--port"),
+        ("serve_main", ["VOL", "--port", "70000"], "--port"),
+        ("serve_main", ["VOL", "--gzip-level", "12"], "--gzip-level"),
+        ("pyramid_main", ["VOL", "OUT", "--blocks-per-batch", "0"], "--blocks-per-batch"),
+        ("pyramid_main", ["VOL", "OUT", "--n-workers", "0"], "--n-workers"),
+        ("pyramid_main", ["VOL", "OUT", "--n-workers", "-2"], "--n-workers"),
+        ("precomputed_main", ["VOL", "OUT", "--n-workers", "0"], "--n-workers"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors(
+    tmp_path: Path, main_name: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9 item 13: these printed tracebacks (or were accepted silently)."""
+    import blockfs_tasks.cli as cli
+
+    src, _ = make_v2(tmp_path / "a")
+    argv = [str(src) if a == "VOL" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        getattr(cli, main_name)(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and option in error_lines[0] and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_port_from_the_console_script(tmp_path: Path) -> None:
+    src, _ = make_v2(tmp_path / "a")
+    exe = shutil.which("blockfs-serve") or str(Path(sys.executable).parent / "blockfs-serve")
+    result = subprocess.run([exe, str(src), "--port", "70000"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("blockfs-serve: error: argument --port")
+
+
+def test_make_server_refuses_a_bad_port(tmp_path: Path) -> None:
+    from blockfs_tasks.core.errors import ConfigurationError
+    from blockfs_tasks.serve import open_precomputed
+    from blockfs_tasks.serve.server import make_server
+
+    src, _ = make_v2(tmp_path / "a")
+    for port in (-1, 70000):
+        with pytest.raises(ConfigurationError, match="65535"):
+            make_server(open_precomputed(str(src)), port=port)
