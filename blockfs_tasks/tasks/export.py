@@ -23,6 +23,7 @@ from ..export.planes import plane_path, plane_slabs
 from .config import export, io_resources
 from .ingest import BuildDirectory
 from .progress import TaskProgress
+from .targets import PlaneFilesTarget, VolumeTarget
 
 
 class ExistingVolume(luigi.ExternalTask):
@@ -30,8 +31,8 @@ class ExistingVolume(luigi.ExternalTask):
 
     path = luigi.PathParameter(description="Directory file of the volume.")
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(os.path.abspath(self.path))
+    def output(self) -> VolumeTarget:
+        return VolumeTarget(self.path)  # exists only as a blockfs volume
 
 
 class _FromVolume(luigi.Task):
@@ -67,8 +68,9 @@ class _PlaneSlab(luigi.Task):
     def requires(self) -> luigi.Task:
         return ExistingVolume(path=self.volume)
 
-    def output(self) -> list[luigi.LocalTarget]:
-        return [luigi.LocalTarget(plane_path(self.output_pattern, z)) for z in range(self.z0, self.z1)]
+    def output(self) -> PlaneFilesTarget:
+        paths = [plane_path(self.output_pattern, z) for z in range(self.z0, self.z1)]
+        return PlaneFilesTarget(paths, os.path.abspath(self.volume))
 
     def progress(self) -> TaskProgress:
         """The exporter's ``progress(done, total)``; resets the UI's progress as the slab starts."""

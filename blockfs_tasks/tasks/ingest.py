@@ -31,7 +31,7 @@ from ..planning import BatchPlan, blocks_of_unit, plan_batches
 from ..sources import SourceError, check_extent, open_source
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
-from .targets import BatchTarget
+from .targets import BatchTarget, VolumeTarget
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ class BuildVolume(luigi.Task):
         """The volume's grid, dtype and codec."""
         raise NotImplementedError
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(os.path.abspath(self.dest))
+    def output(self) -> VolumeTarget:
+        """The directory file; an existing file that is not the planned volume raises, never counts as done."""
+        return VolumeTarget(self.dest, self.volume_spec)
 
     def run(self) -> None:
         dest = os.path.abspath(self.dest)

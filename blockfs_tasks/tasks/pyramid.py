@@ -28,6 +28,7 @@ from ..pyramid import (
 )
 from .export import _FromVolume
 from .ingest import BlockBatchTask, BuildVolume
+from .targets import PyramidInfoTarget, VolumeTarget
 
 
 class pyramid(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
@@ -66,8 +67,8 @@ class _PyramidPlan(luigi.Task):
 class PlaceLevel0(_PyramidPlan):
     """Level 0 inside the pyramid folder (a hard link, or a copy across filesystems)."""
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(self.plan.path(0))
+    def output(self) -> VolumeTarget:
+        return VolumeTarget(self.plan.path(0), lambda: read_directory(self.level0).spec)
 
     def run(self) -> None:
         prepare_pyramid(self.plan, self.level0, "link")
@@ -129,8 +130,11 @@ class Downsample(_FromVolume):
             "blocks_per_batch": config.blocks_per_batch,
         }
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(os.path.join(os.path.abspath(self.out), "info"))
+    def output(self) -> PyramidInfoTarget:
+        """The ``info`` file; one describing another pyramid raises, never counts as done."""
+        return PyramidInfoTarget(
+            os.path.join(os.path.abspath(self.out), "info"), lambda: PlaceLevel0(**self._plan_params()).plan.to_info()
+        )
 
     def run(self) -> Any:
         params = self._plan_params()
