@@ -130,3 +130,45 @@ def test_killed_at_every_syscall_v1(tmp_path: Path, tool: str) -> None:
     print(f"{tool} v1: {sweep.summary()}")
     assert sum(sweep.tried.values()) >= 4, sweep.summary()
     assert not sweep.failures, "\n".join([sweep.summary(), *sweep.failures])
+
+
+def test_cp_fsyncs_every_block_file_before_publishing(tmp_path: Path) -> None:
+    """Issue 9 item 5: the copied block files are on disk before the directory that points at them is."""
+    src, data = make_v2(tmp_path / "a")
+    trace = tmp_path / "trace.txt"
+    code = "import sys; from blockfs_tasks.cli import cp_main as m; sys.exit(m(sys.argv[1:]))"
+    result = subprocess.run(
+        [STRACE, "-f", "-qq", "-y", "-o", str(trace), "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+         sys.executable, "-c", code, str(src), str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = trace.read_text().splitlines()
+    dest = tmp_path / "b" / src.name
+    published = [i for i, line in enumerate(lines) if "rename" in line and line.rstrip().endswith(f'"{dest}") = 0')]
+    assert len(published) == 1, lines
+    for block_file in (f"{dest}.0", f"{dest}.1"):
+        synced = [i for i, line in enumerate(lines) if "fsync(" in line and f"<{block_file}>" in line]
+        assert synced and synced[0] < published[0], (block_file, lines)
+    folder_synced = [i for i, line in enumerate(lines) if "fsync(" in line and f"<{tmp_path / 'b'}>" in line]
+    assert folder_synced and folder_synced[0] < published[0]
+    assert reads_exactly(dest, data)
+
+
+@pytest.mark.parametrize("tool, syscall", [("cp", "sendfile"), ("mv", "link")])
+def test_ctrl_c_ends_in_one_line_and_the_rerun_resumes(tmp_path: Path, tool: str, syscall: str) -> None:
+    """Issue 8 item 12: SIGINT in the middle of the work (at the 2nd copy/link, no timing involved)."""
+    src, data = make_v2(tmp_path / "a")
+    code = f"import sys; from blockfs_tasks.cli import {tool}_main as m; sys.exit(m(sys.argv[1:]))"
+    result = subprocess.run(
+        [STRACE, "-f", "-qq", "-o", "/dev/null", "-e", f"inject={syscall}:signal=SIGINT:when=2",
+         sys.executable, "-c", code, str(src), str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"blockfs-{tool}: interrupted; rerun the same command to resume"]
+    assert reads_exactly(src, data)
+    assert MAINS[tool]([str(src), str(tmp_path / "b")]) == 0
+    assert reads_exactly(tmp_path / "b" / src.name, data)
+    assert temporaries(tmp_path / "a", tmp_path / "b") == []
