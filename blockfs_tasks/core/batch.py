@@ -135,15 +135,7 @@ def batch_complete(
 
 def read_fragment_header(path: str) -> tuple[fmt.VolumeSpec, dict[str, Any] | None]:
     """The volume spec and "Batch" of a fragment's header, without reading its entries."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-        md_size, _ = fmt._read_header(path, head, fmt.FRAGMENT_MAGIC, "blockfs fragment file")
-        raw = f.read(md_size)
-    try:
-        md = json.loads(raw)
-        return fmt.VolumeSpec.from_dict(md, path), md.get("Batch")
-    except ValueError as e:
-        raise FormatError(f"{path}: fragment header is not valid: {e}") from e
+    return fmt.read_fragment_header(path)
 
 
 def build_directory(

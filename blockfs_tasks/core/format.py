@@ -381,7 +381,12 @@ def _check_names(path: str, names: Any, relative: bool) -> list[str]:
     if not isinstance(names, list):
         raise FormatError(f"{path}: the block file names are not a JSON list")
     for name in names:
-        if not isinstance(name, str) or not name or "\0" in name or (relative and os.path.isabs(name)):
+        if (
+            not isinstance(name, str)
+            or "\0" in name
+            or os.path.basename(name) in ("", ".", "..")
+            or (relative and os.path.isabs(name))
+        ):
             kind = "a relative path" if relative else "a path"
             raise FormatError(f"{path}: expected each block file name to be {kind}. Got {name!r:.80} instead.")
     return list(names)
@@ -687,18 +692,8 @@ class Fragment:
     dropped: int  # torn or corrupt entries left out
 
 
-def read_fragment(path: str, strict: bool = True) -> Fragment:
-    """Read a fragment file; ``strict`` makes any torn or corrupt entry an error.
-
-    A journal is read with ``strict=False``: a writer killed mid-append leaves
-    a torn last entry, which is dropped, not an error. A corrupt header is an
-    error either way.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise MissingFileError(f"{path}: no such fragment file") from e
+def _fragment_head(path: str, data: bytes) -> tuple[VolumeSpec, dict[str, Any], int]:
+    """Spec, JSON and entries' offset of a fragment whose first bytes are ``data`` (header CRC checked)."""
     md_size, start = _read_header(path, data, FRAGMENT_MAGIC, "blockfs fragment file")
     if md_size > len(data) - _HEADER.size:
         raise TruncatedFileError(f"{path}: fragment header is cut short")
@@ -719,7 +714,36 @@ def read_fragment(path: str, strict: bool = True) -> Fragment:
         )
     if start != expected:
         raise FormatError(f"{path}: fragment entries start at {start}, expected {expected}")
-    spec = VolumeSpec.from_dict(md, path)
+    return VolumeSpec.from_dict(md, path), md, start
+
+
+def read_fragment_header(path: str) -> tuple[VolumeSpec, dict[str, Any] | None]:
+    """The volume spec and "Batch" of a fragment, reading only its header (cheap, bounded)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEADER.size)
+            md_size, _ = _read_header(path, head, FRAGMENT_MAGIC, "blockfs fragment file")
+            data = head + f.read(min(md_size, size) + 8)
+    except FileNotFoundError as e:
+        raise MissingFileError(f"{path}: no such fragment file") from e
+    spec, md, _ = _fragment_head(path, data)
+    return spec, md.get("Batch")
+
+
+def read_fragment(path: str, strict: bool = True) -> Fragment:
+    """Read a fragment file; ``strict`` makes any torn or corrupt entry an error.
+
+    A journal is read with ``strict=False``: a writer killed mid-append leaves
+    a torn last entry, which is dropped, not an error. A corrupt header is an
+    error either way.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise MissingFileError(f"{path}: no such fragment file") from e
+    spec, _, start = _fragment_head(path, data)
     body = data[start:]
     tail = len(body) % ENTRY_DTYPE.itemsize
     if tail and strict:
