@@ -126,18 +126,16 @@ class BlockFileAppender:
 
     @staticmethod
     def _create_journal(path: str, header: bytes) -> int:
-        """Create ``path`` holding ``header``, whole or not at all (temporary file + link)."""
+        """Create ``path`` holding ``header``, whole or not at all (temporary file + link); open it."""
         tmp = temporary_name(path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             pwrite_all(fd, header, 0)
             os.link(tmp, path)
-        except BaseException:
-            os.close(fd)
-            raise
         finally:
+            os.close(fd)
             os.unlink(tmp)
-        return fd
+        return os.open(path, os.O_WRONLY)  # by its own name, so tools (lsof, strace -P) name it
 
     def append(self, position: int, data: bytes) -> None:
         """Append one encoded block, then commit it with its journal entry.
