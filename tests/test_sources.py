@@ -167,6 +167,32 @@ def test_truncated_tiff_plane(tmp_path: Path, compression: str | None) -> None:
         src.read(0, 7, 0, SHAPE[1])
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_check_reads_every_plane_header(tmp_path: Path, compression: str | None) -> None:
+    vol = _volume()
+    paths = _write_stack(tmp_path, vol, compression=compression, rowsperstrip=8)
+    src = open_source(str(tmp_path / "img_*.tif"))
+    src.check()  # a good stack
+    data = paths[4].read_bytes()
+    paths[4].write_bytes(data[: len(data) - 300])
+    with pytest.raises(SourceError, match=r"img_4\.tif: plane z=4 is truncated"):
+        src.check()
+    paths[4].write_bytes(data)
+    tifffile.imwrite(paths[5], vol[5, :-1])
+    with pytest.raises(SourceError, match=r"img_5\.tif: plane z=5 has shape \(y, x\) = \(36, 29\); expected \(37, 29\)"):
+        src.check()
+    tifffile.imwrite(paths[5], vol[5].astype(np.uint8))
+    with pytest.raises(SourceError, match=r"img_5\.tif: plane z=5 has dtype uint8"):
+        src.check()
+    tifffile.imwrite(paths[5], vol[5:7])
+    with pytest.raises(SourceError, match=r"img_5\.tif: holds 2 pages"):
+        src.check()
+    paths[6].write_bytes(b"II*\x00garbage")
+    tifffile.imwrite(paths[5], vol[5])
+    with pytest.raises(SourceError, match=r"img_6\.tif: holds 0 pages"):
+        src.check()
+
+
 def test_corrupt_tiff_plane(tmp_path: Path) -> None:
     vol = _volume()
     paths = _write_stack(tmp_path, vol, compression="zlib")

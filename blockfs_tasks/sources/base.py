@@ -154,6 +154,15 @@ class Source(abc.ABC):
             )
         return np.ascontiguousarray(out, dtype=self.dtype)
 
+    def check(self) -> None:
+        """Cheap checks of the whole source before any of it is read; raise SourceError once.
+
+        For a planner to call once: kinds made of many files (a TIFF stack)
+        read every file's header here, so a bad file fails the run before any
+        batch is written, named once instead of by every batch that reads it.
+        The default checks nothing (a single file was checked when opened).
+        """
+
     def close(self) -> None:
         """Release open file handles; a later :meth:`read` reopens them."""
         for name in self._TRANSIENT:

@@ -204,6 +204,42 @@ class TiffStackSource(Source):
     def _detail(self) -> str:
         return f"{len(self.files)} files"
 
+    def check(self, n_threads: int = 8) -> None:
+        """Read every plane's header: one 2D page of the first plane's shape and dtype, all its bytes present.
+
+        Raises SourceError naming the first bad plane (in z order). One small
+        read per file, ``n_threads`` files at a time (latency-bound on
+        network filesystems).
+        """
+        from ..core.parallel import bounded_map
+
+        for _ in bounded_map(self._check_plane, range(len(self.files)), n_threads):
+            pass
+
+    def _check_plane(self, z: int) -> None:
+        _, ny, nx = self.shape
+        path = self.files[z]
+        with _open_tiff(path) as tf:
+            page = _plane_page(tf, path)
+            shape = (int(page.imagelength), int(page.imagewidth))
+            if shape != (ny, nx):
+                raise SourceError(
+                    f"{path}: plane z={z} has shape (y, x) = {shape}; expected ({ny}, {nx}) "
+                    f"like the first plane {self.files[0]}"
+                )
+            if page.dtype.newbyteorder("=") != self.dtype:
+                raise SourceError(
+                    f"{path}: plane z={z} has dtype {page.dtype.name}; expected {self.dtype.name} "
+                    f"like the first plane {self.files[0]}"
+                )
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            size = tf.filehandle.size
+            if end > size:
+                raise SourceError(
+                    f"{path}: plane z={z} is truncated: its image data ends at byte {end}, "
+                    f"the file has {size} bytes"
+                )
+
     def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
         _, ny, nx = self.shape
         out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)

@@ -195,28 +195,37 @@ class BuildDirectory(BuildVolume):
     extent_xyz = luigi.ListParameter(default=[], description="Expected extent [x, y, z] of the source; [] = no check.")
 
     @cached_property
-    def _batches(self) -> list[WriteBlockBatch]:
-        config, plan_config = blockfs(), ingest()
+    def _spec(self) -> VolumeSpec:
+        """The planned volume: the source's shape and dtype (one header read), the [blockfs] format."""
+        config = blockfs()
         with open_source(self.source) as src:
             if self.extent_xyz:
                 x, y, z = self.extent_xyz
                 check_extent(src, (z, y, x))
             shape, dtype = src.shape, src.dtype
         bz = config.z_block_size or config.block_size
-        block_xyz = (config.block_size, config.block_size, bz)
         codec = BlockCodec(config.compression, config.compression_level, config.shuffle)
-        spec = _volume_spec(shape, dtype, block_xyz, codec)
+        return _volume_spec(shape, dtype, (config.block_size, config.block_size, bz), codec)
+
+    @cached_property
+    def _batches(self) -> list[WriteBlockBatch]:
+        plan_config = ingest()
+        spec = self._spec
         if plan_config.memory_budget_mb < 1:
             raise ConfigurationError("ingest.memory_budget_mb must be >= 1")
+        with open_source(self.source) as src:
+            src.check()  # every file's header (TIFF planes): a bad one fails here, once, before any batch
         plan = plan_batches(
             spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20,
             plan_config.min_tasks,
         )
         logger.info("%s: %d batches of %d units (%d block rows per unit)", self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows)
+        (ex, ey, ez), (bx, by, bz) = spec.grid.extent_xyz, spec.grid.block_xyz
+        codec = spec.codec
         return [
             WriteBlockBatch(
-                dest=self.dest, batch=b, source=self.source, shape_zyx=list(shape), dtype=np.dtype(dtype).name,
-                block_x=block_xyz[0], block_y=block_xyz[1], block_z=block_xyz[2],
+                dest=self.dest, batch=b, source=self.source, shape_zyx=[ez, ey, ex], dtype=spec.dtype.name,
+                block_x=bx, block_y=by, block_z=bz,
                 compression=codec.compression, compression_level=codec.level, shuffle=codec.shuffle,
                 band_rows=plan.band_rows, units_per_batch=plan.units_per_batch, threads=plan_config.threads,
             )
@@ -227,4 +236,4 @@ class BuildDirectory(BuildVolume):
         return self._batches
 
     def volume_spec(self) -> VolumeSpec:
-        return self._batches[0].volume_spec()
+        return self._spec

@@ -124,3 +124,26 @@ def test_batch_task_identity_is_the_plan(tmp_path: Path, small_blocks):
     batches = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "v.blockfs")).requires()
     assert all(isinstance(t, WriteBlockBatch) for t in batches)
     assert len({t.task_id for t in batches}) == len(batches)
+
+
+def test_bad_tiff_plane_fails_once_while_planning(tmp_path: Path, small_blocks):
+    import subprocess
+
+    import tifffile
+
+    from .conftest import luigi_command
+
+    data = volume_array((40, 33, 40))
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"img_{z:02d}.tif", plane)
+    raw = (tmp_path / "img_37.tif").read_bytes()
+    (tmp_path / "img_37.tif").write_bytes(raw[:-100])  # a plane cut short by a failed copy
+    env = {k: v for k, v in os.environ.items() if k != "LUIGI_CONFIG_PATH"}
+    done = subprocess.run(
+        luigi_command("BuildDirectory", "--source", str(tmp_path / "img_*.tif"), "--dest", str(tmp_path / "v.blockfs"),
+                      "--local-scheduler", "--workers", "2", "--blockfs-block-size", "16"),
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.count("img_37.tif: plane z=37 is truncated") == 1, done.stderr
+    assert not list(tmp_path.glob("v.blockfs*"))  # no batch ran
