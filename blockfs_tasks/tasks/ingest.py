@@ -130,21 +130,28 @@ def _volume_spec(shape_zyx: tuple[int, ...], dtype: np.dtype, block_xyz: tuple[i
     return VolumeSpec(BlockGrid((x, y, z), block_xyz), dtype, codec)
 
 
+#: Keywords of a parameter the planner sets: out of the task id and log lines (insignificant) and
+#: of the UI (hidden). Not private: luigi rebuilds dynamic dependencies from these values.
+_PLANNED: dict[str, Any] = {"significant": False, "visibility": luigi.parameter.ParameterVisibility.HIDDEN}
+
+
 class WriteBlockBatch(BlockBatchTask):
     """Read one batch of a source (a run of z rows of blocks, in y bands) and write its blocks."""
 
-    source = luigi.Parameter(description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX.")
-    shape_zyx = luigi.ListParameter(description="Shape (z, y, x) of the source, as planned; checked when the batch runs.")
-    dtype = luigi.Parameter(description="dtype of the source, as planned.")
-    block_x = luigi.IntParameter(description="Block size in x.")
-    block_y = luigi.IntParameter(description="Block size in y.")
-    block_z = luigi.IntParameter(description="Block size in z.")
-    compression = luigi.Parameter(description="Blosc compressor.")
-    compression_level = luigi.IntParameter(description="Blosc level 0-9.")
-    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
-    band_rows = luigi.IntParameter(description="Block rows in y per unit of work (memory bound).")
-    units_per_batch = luigi.IntParameter(description="Units of work in a batch.")
-    threads = luigi.IntParameter(default=1, significant=False, description="Compression threads.")
+    # The planner's choices: not part of the task id, the logs or the scheduler UI (a batch is
+    # named by dest and batch); the fragment records them, so a changed plan still reruns it.
+    source = luigi.Parameter(**_PLANNED, description="Source volume, as BuildDirectory's --source.")
+    shape_zyx = luigi.ListParameter(**_PLANNED, description="Shape (z, y, x) of the source, as planned; checked when the batch runs.")
+    dtype = luigi.Parameter(**_PLANNED, description="dtype of the source, as planned.")
+    block_x = luigi.IntParameter(**_PLANNED, description="Block size in x.")
+    block_y = luigi.IntParameter(**_PLANNED, description="Block size in y.")
+    block_z = luigi.IntParameter(**_PLANNED, description="Block size in z.")
+    compression = luigi.Parameter(**_PLANNED, description="Blosc compressor.")
+    compression_level = luigi.IntParameter(**_PLANNED, description="Blosc level 0-9.")
+    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, **_PLANNED, description="Blosc byte shuffle.")
+    band_rows = luigi.IntParameter(**_PLANNED, description="Block rows in y per unit of work (memory bound).")
+    units_per_batch = luigi.IntParameter(**_PLANNED, description="Units of work in a batch.")
+    threads = luigi.IntParameter(default=1, **_PLANNED, description="Compression threads.")
 
     @cached_property
     def _source(self):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from ..pyramid import (
     write_pyramid_info,
 )
 from .export import _FromVolume
-from .ingest import BlockBatchTask, BuildVolume
+from .ingest import _PLANNED, BlockBatchTask, BuildVolume
 from .targets import PyramidInfoTarget, VolumeTarget
 
 
@@ -45,10 +45,12 @@ class _PyramidPlan(luigi.Task):
 
     level0 = luigi.PathParameter(description="Directory file of level 0.")
     out = luigi.PathParameter(description="Folder of the pyramid.")
-    mode = luigi.Parameter(description="mean or mode.")
-    resolution_nm = luigi.ListParameter(description="Voxel size [x, y, z] of level 0 in nm.")
-    max_levels = luigi.IntParameter(description="Most levels; 0 = until one block.")
-    blocks_per_batch = luigi.IntParameter(description="Output blocks per batch task.")
+    # Planner choices: out of the task ids, logs and UI (level0 and out name the pyramid);
+    # a batch's fragment records its level and blocks_per_batch, so a changed plan reruns it.
+    mode = luigi.Parameter(**_PLANNED, description="mean or mode.")
+    resolution_nm = luigi.ListParameter(**_PLANNED, description="Voxel size [x, y, z] of level 0 in nm.")
+    max_levels = luigi.IntParameter(**_PLANNED, description="Most levels; 0 = until one block.")
+    blocks_per_batch = luigi.IntParameter(**_PLANNED, description="Output blocks per batch task.")
 
     def plan_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ("level0", "out", "mode", "resolution_nm", "max_levels", "blocks_per_batch")}
@@ -88,7 +90,7 @@ class DownsampleBatch(_PyramidPlan, BlockBatchTask):
         return self.spec_of(self.level)
 
     def batch_extent(self) -> dict[str, Any]:
-        return {"level": self.level, "batch": self.batch, "blocks_per_batch": self.blocks_per_batch}
+        return {"level": self.level, "batch": self.batch, "blocks_per_batch": self.blocks_per_batch, "mode": self.mode}
 
     def run(self) -> None:
         origins = level_batches(self.plan, self.level, self.blocks_per_batch)[self.batch]

@@ -1,0 +1,57 @@
+"""Task ids and log lines: short, unique across batches, stable between two plans of the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+import numpy as np
+
+from blockfs_tasks.core import Directory
+from blockfs_tasks.tasks import BuildDirectory, BuildLevel, Downsample, DownsampleBatch
+
+
+def fresh() -> None:
+    luigi.task_register.Register.clear_instance_cache()  # a new process plans again
+
+
+def test_batch_ids_unique_stable_and_short(tmp_path: Path):
+    dest = str(tmp_path / "v.blockfs")
+    fresh()
+    first = BuildDirectory(source="synthetic:256x256x150", dest=dest).requires()
+    fresh()
+    second = BuildDirectory(source="synthetic:256x256x150", dest=dest).requires()
+    assert len(first) > 10
+    assert [t.task_id for t in first] == [t.task_id for t in second]
+    assert len({t.task_id for t in first}) == len(first)
+    for t in first:
+        assert repr(t) == f"WriteBlockBatch(dest={dest}, batch={t.batch})"  # the log line's task
+        assert t.to_str_params(only_public=True) == {"dest": dest, "batch": str(t.batch)}  # what luigid's UI shows
+
+
+def test_pyramid_ids_unique_and_stable(tmp_path: Path):
+    data = np.arange(40 * 70 * 90, dtype=np.uint16).reshape(40, 70, 90)
+    d = Directory(90, 70, 40, np.uint16, tmp_path / "v.blockfs", 16, 16, 16)
+    d.create()
+    d.write_blocks((data[z : z + 16, y : y + 16, x : x + 16], x, y, z) for x, y, z in d.grid.origins())
+    d.close()
+    config = luigi.configuration.get_config()
+    saved = config.get("pyramid", "blocks_per_batch")
+    config.set("pyramid", "blocks_per_batch", "3")
+    try:
+        def plan() -> list[luigi.Task]:
+            fresh()
+            params = Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"))._plan_params()
+            levels = [BuildLevel(**params, dest=str(tmp_path / "pyr" / f"l{i}.blockfs"), level=i) for i in (1, 2)]
+            return levels + [b for level in levels for b in level.requires()]
+
+        first, second = plan(), plan()
+    finally:
+        config.set("pyramid", "blocks_per_batch", saved)
+        fresh()
+    batches = [t for t in first if isinstance(t, DownsampleBatch)]
+    assert len(batches) > 4
+    assert [t.task_id for t in first] == [t.task_id for t in second]
+    assert len({t.task_id for t in first}) == len(first)
+    assert all(len(repr(t)) < 120 + 3 * len(str(tmp_path)) for t in first)
+    assert "blocks_per_batch" not in repr(batches[0]) and "resolution_nm" not in repr(batches[0])
