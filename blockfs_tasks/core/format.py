@@ -308,8 +308,12 @@ class PagedIndex:
             self.check_page(int(page))
 
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, (int, np.integer)):
-            self._check_positions(np.array([int(key)], np.int64))
+        if isinstance(key, (int, np.integer)):  # the fast path of read_block: one entry
+            n, position = len(self._array), int(key)
+            if -n <= position < n:
+                page = (position % n) // self.page_entries
+                if not self._checked[page]:
+                    self.check_page(page)
             return self._array[key]
         if isinstance(key, slice):
             span = np.arange(len(self._array))[key]
