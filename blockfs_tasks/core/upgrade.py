@@ -3,8 +3,9 @@
 Every present block is read and decoded before its CRC-32C goes into the new
 index (a 2.0.0 block's stored CRC is checked first), so a block that was
 already corrupt is reported, never blessed with a fresh checksum. The block
-files are shared, not copied: the new directory names them relative to its
-own folder. It is published atomically (temporary file, fsync, rename), so
+files are shared, not copied: a NEW directory in another folder gets hard
+links beside it (same bytes, and the volume still moves with its folder). It
+is published atomically (temporary file, fsync, rename), so
 an interrupted upgrade leaves the old directory, and a rerun does the same
 work again or, once the volume is 2.1.0, nothing.
 """
@@ -14,19 +15,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import format as fmt
-from .atomic import sweep_temporaries, write_atomically
+from .atomic import fsync_folder, sweep_temporaries, write_atomically
 from .blockfile import journal_name
 from .codec import BlockCodec, checksum
 from .directory import resolve_block_path
 from .errors import (
     BlockfsError,
     ChecksumError,
+    DestinationError,
     FormatError,
     MissingFileError,
     TruncatedFileError,
@@ -93,6 +95,18 @@ class _Blocks:
         self._fds.clear()
 
 
+def _file_ids(paths: Iterable[str]) -> set[tuple[int, int]]:
+    """(device, inode) of each existing file: hard links of one file count as the same."""
+    ids = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
 def _check_destination(src: str, dest: str, block_paths: list[str]) -> None:
     """Refuse to replace a file at ``dest`` unless it is an earlier upgrade of ``src``."""
     if dest == src or not os.path.exists(dest):
@@ -101,11 +115,45 @@ def _check_destination(src: str, dest: str, block_paths: list[str]) -> None:
         existing = fmt.read_directory(dest)
     except (BlockfsError, OSError) as e:
         raise VolumeExistsError(f"{dest} exists and is not a readable blockfs volume ({e}); nothing was written") from e
-    theirs = {os.path.realpath(resolve_block_path(dest, n)) for n in existing.block_files}
-    if existing.version != fmt.VERSION or not theirs <= {os.path.realpath(p) for p in block_paths}:
+    theirs = _file_ids(resolve_block_path(dest, n) for n in existing.block_files)
+    if existing.version != fmt.VERSION or not theirs <= _file_ids(block_paths):
         raise VolumeExistsError(
             f"{dest} already exists and is not an upgrade of {src}; remove it or choose another name"
         )
+
+
+def _share_block_files(block_paths: list[str], dest: str) -> list[str]:
+    """Bare names of the block files beside ``dest``, hard-linking any that live elsewhere.
+
+    A hard link shares the bytes (nothing is copied) and keeps the 2.x rule
+    that block files sit beside their directory file, so moving the folder
+    keeps the volume valid. The folder is fsynced before the directory that
+    names the links is published.
+    """
+    folder = os.path.dirname(dest)
+    names: list[str] = []
+    linked = False
+    for path in block_paths:
+        name = os.path.basename(path)
+        target = os.path.join(folder, name)
+        if name in names:
+            raise VolumeExistsError(f"{dest}: two block files are named {name!r}; upgrade each volume in its own folder")
+        names.append(name)
+        if not os.path.exists(path) or (os.path.exists(target) and os.path.samefile(path, target)):
+            continue  # a missing file's blocks were reported bad; one already in place is shared
+        if os.path.exists(target):
+            raise VolumeExistsError(f"{target} already exists and is not {path}; nothing was written")
+        try:
+            os.link(path, target)
+        except OSError as e:
+            raise DestinationError(
+                f"cannot hard-link {path} to {target} ({e.strerror}); upgrade in place, or put NEW on "
+                f"the same filesystem. Nothing was written"
+            ) from e
+        linked = True
+    if linked:
+        fsync_folder(dest)
+    return names
 
 
 def upgrade_volume(
@@ -174,8 +222,7 @@ def upgrade_volume(
         return report
     for bad in report.bad_blocks:
         index[spec.grid.position(*bad.origin_xyz)] = 0
-    folder = os.path.dirname(dest)
-    names = [os.path.relpath(p, folder) for p in block_paths]
+    names = _share_block_files(block_paths, dest)
     try:
         header = fmt.encode_directory_header(spec, names, index)
     except FormatError as e:
