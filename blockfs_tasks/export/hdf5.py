@@ -64,10 +64,23 @@ the ranges (one task each), a task's ``complete()`` is :func:`planes_complete`
 blockfs2hdf ... --z0 Z0 --z1 Z1`` as a subprocess (MPI must not start inside a
 Luigi worker). A serial HDF5 file has one writer at a time, so slab tasks
 writing the same file must not run at the same time (a Luigi resource with a
-limit of 1 per file; a second writer fails on HDF5's file lock). An HDF5 file
-is not crash-safe: a writer killed in the middle of a write can leave the file
-unreadable, in which case the next export raises :class:`DestinationError`
-naming it, and the file must be deleted and exported again.
+limit of 1 per file; a second writer gets :class:`DestinationError`).
+
+Crash safety
+------------
+HDF5 itself is not crash-safe: a writer killed while HDF5 flushes its metadata
+can leave a file that no later open repairs (an index pointing past the
+superblock's end of allocation). So the writer process writes through
+:class:`~blockfs_tasks.export.rollback.JournaledFile` (h5py's ``fileobj``
+driver): every byte of the file as it was is saved, fsynced, in
+``<file>.blockfs-rollback`` before HDF5 overwrites it, and the journal is
+removed only after the session's record is written and the file fsynced. A
+writer killed at any instant leaves the journal; the next export (or a failed
+one, at once) rolls the file back to exactly what it was before that session,
+so other datasets and the ranges recorded as done survive, and the range is
+exported again. :func:`completed_planes` reads through the journal (a reader
+never writes), so it sees the file as it was before an unfinished session.
+The folder of the file is created if missing.
 """
 
 from __future__ import annotations
@@ -76,6 +89,7 @@ import logging
 import os
 import time
 import zlib
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -91,6 +105,7 @@ from ..core.errors import (
 )
 from ..core.grid import BlockGrid
 from ..core.parallel import bounded_map
+from .rollback import JournaledFile, RolledBackView, pending_rollback, roll_back
 
 if TYPE_CHECKING:
     import h5py
@@ -434,7 +449,9 @@ def completed_planes(
         return []
     h5py = _import_h5py()
     try:
-        with h5py.File(dest, "r", locking=False) as f:
+        # A journal means a writer is at work or died: read the file as it was before that session.
+        view = RolledBackView(dest) if pending_rollback(dest) else None
+        with view or nullcontext(), h5py.File(view or dest, "r", locking=False) as f:
             dset = f.get(name)
             if not isinstance(dset, h5py.Dataset):
                 return []
@@ -455,14 +472,19 @@ def planes_complete(
 
 
 # ------------------------------------------------------------------ writer
-def _open_destination(dest: str) -> h5py.File:
-    """Open (or create) ``dest`` for appending, with errors that say what is wrong."""
+def _open_destination(dest: str) -> tuple[h5py.File, JournaledFile]:
+    """Open (or create) ``dest``, and its folder, for a rollback-journaled session.
+
+    Errors say what is wrong; a dead writer's session is rolled back first.
+    """
     h5py = _import_h5py()
     folder = os.path.dirname(os.path.abspath(dest))
-    if not os.path.exists(folder):
-        raise DestinationError(f"{dest}: cannot create the HDF5 file: folder {folder} does not exist")
-    if not os.path.isdir(folder):
+    if os.path.exists(folder) and not os.path.isdir(folder):
         raise DestinationError(f"{dest}: cannot create the HDF5 file: {folder} is not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise DestinationError(f"{dest}: cannot create the folder {folder} for the HDF5 file: {e.strerror or e}") from e
     if os.path.isdir(dest):
         raise DestinationError(f"{dest} is a folder: expected the path of an HDF5 file")
     if os.path.exists(dest):
@@ -471,10 +493,32 @@ def _open_destination(dest: str) -> h5py.File:
     elif not os.access(folder, os.W_OK | os.X_OK):
         raise DestinationError(f"{dest}: cannot create the HDF5 file: folder {folder} is not writable")
     try:
-        return h5py.File(dest, "a")
+        raw = JournaledFile(dest)
     except OSError as e:
-        what = "open the existing file" if os.path.exists(dest) else "create the file"
+        if isinstance(e, DestinationError):
+            raise
+        raise DestinationError(f"{dest}: cannot open the file for writing: {e.strerror or e}") from e
+    try:
+        return h5py.File(raw, "r+" if raw.original_size else "w"), raw
+    except OSError as e:
+        existed = raw.original_size > 0
+        try:
+            roll_back(dest)  # whatever HDF5 wrote while failing; the file is as it was
+        finally:
+            raw.close()
+        if not existed:
+            _remove_empty(dest)
+        what = "open the existing file" if existed else "create the file"
         raise DestinationError(f"{dest}: cannot {what} as HDF5 for writing: {e}") from e
+
+
+def _remove_empty(path: str) -> None:
+    """Remove ``path`` if it is an empty file (one this export created and never wrote)."""
+    try:
+        if os.path.getsize(path) == 0:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _describe_dataset(shape: Any, dtype: Any, chunks: Any, fill: Any, pipeline: str) -> str:
@@ -493,7 +537,7 @@ class ChunkWriter:
         self.chunks_written = 0
         self.stored_bytes = 0
         self.raw_bytes = 0
-        self.file = _open_destination(self.dest)
+        self.file, self.raw = _open_destination(self.dest)
         try:
             self.dataset, self.created = self._require_dataset(filters)
             source, done = _read_record(self.dataset)
@@ -502,7 +546,7 @@ class ChunkWriter:
             _write_record(self.dataset, job.source, _remove_interval(done, job.z0, job.z1))
             self.file.flush()
         except BaseException:
-            self.file.close()
+            self.close()
             raise
 
     def _require_dataset(self, filters: Hdf5Filters) -> tuple[h5py.Dataset, bool]:
@@ -568,13 +612,23 @@ class ChunkWriter:
         return n
 
     def finish(self) -> None:
-        """Record ``[z0, z1)`` as complete and flush the file."""
+        """Record ``[z0, z1)`` as complete, close the HDF5 file and commit the session (fsync, drop the journal)."""
         _, done = _read_record(self.dataset)
         _write_record(self.dataset, self.job.source, _add_interval(done, self.job.z0, self.job.z1))
-        self.file.flush()
+        self.file.close()
+        self.raw.commit()
 
     def close(self) -> None:
-        self.file.close()
+        """Release the file; a session not committed by :meth:`finish` is rolled back (the file is as before)."""
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        finally:
+            try:
+                if not self.raw.committed:
+                    roll_back(self.dest)
+            finally:
+                self.raw.close()
 
 
 # ------------------------------------------------------------------ export

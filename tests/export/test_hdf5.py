@@ -251,9 +251,17 @@ def test_name_of_a_group_is_a_clear_error(tmp_path: Path, volume: tuple[Path, np
 
 
 # ------------------------------------------------------------------ bad destinations and options
-def test_dest_in_a_missing_folder(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
-    with pytest.raises(DestinationError, match="does not exist"):
-        export_hdf5(volume[0], tmp_path / "nowhere" / "out.h5", "v")
+def test_dest_in_a_missing_folder_is_created(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
+    # Like the TIFF and JPEG 2000 exports (issue 8 item 6): the first command of configs/tiff_stack.cfg.
+    src, data = volume
+    export_hdf5(src, tmp_path / "new" / "deeper" / "out.h5", "v")
+    np.testing.assert_array_equal(read_back(tmp_path / "new" / "deeper" / "out.h5", "v"), data)
+
+
+def test_dest_folder_that_cannot_be_created(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DestinationError, match="cannot create the folder"):
+        export_hdf5(volume[0], tmp_path / "afile" / "sub" / "out.h5", "v")
 
 
 def test_dest_under_a_file_is_not_a_folder(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
@@ -280,7 +288,8 @@ def test_dest_that_is_not_hdf5(tmp_path: Path, volume: tuple[Path, np.ndarray]) 
     with pytest.raises(DestinationError, match="cannot open the existing file as HDF5") as info:
         export_hdf5(volume[0], dest, "v")
     assert isinstance(info.value, OSError)
-    assert dest.read_bytes().startswith(b"not an HDF5")
+    assert dest.read_bytes() == b"not an HDF5 file at all" * 100
+    assert not (tmp_path / "out.h5.blockfs-rollback").exists()
 
 
 def test_dest_that_is_a_folder(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
@@ -333,6 +342,14 @@ def test_interrupted_slab_is_not_recorded(tmp_path: Path, volume: tuple[Path, np
     def crash(done: int, total: int) -> None:
         raise KeyboardInterrupt("killed")
 
+    before = dest.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        export_hdf5(src, dest, "v", z0=16, progress=crash, n_threads=1)
+    assert dest.read_bytes() == before, "an interrupted session is rolled back: the file is as it was"
+    assert not Path(str(dest) + ".blockfs-rollback").exists()
+    assert completed_planes(dest, "v", src) == [(0, 29)]
+    dest.unlink()
+    export_hdf5(src, dest, "v", z0=0, z1=16)
     with pytest.raises(KeyboardInterrupt):
         export_hdf5(src, dest, "v", z0=16, progress=crash, n_threads=1)
     assert completed_planes(dest, "v", src) == [(0, 16)]
@@ -367,7 +384,7 @@ def test_cli_without_mpiexec(tmp_path: Path, volume: tuple[Path, np.ndarray], ca
     rc = hdf5_main([str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "16"])
     assert rc == 0
     np.testing.assert_array_equal(read_back(dest, "v"), data)
-    assert hdf5_main([str(src), str(tmp_path / "no" / "out.h5"), "v", "--silent"]) == 1
+    assert hdf5_main([str(src), str(tmp_path), "v", "--silent"]) == 1  # a folder
     assert "blockfs2hdf: error:" in capsys.readouterr().err
 
 
@@ -454,9 +471,10 @@ def test_mpiexec_more_ranks_than_blocks(tmp_path: Path) -> None:
 def test_mpiexec_setup_error_is_reported_by_every_rank_without_hanging(tmp_path: Path) -> None:
     data = volume_data((8, 16, 16), "uint16")
     src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
-    done = run_mpi(2, str(src), str(tmp_path / "missing" / "out.h5"), "v")
+    (tmp_path / "afile").write_text("x")
+    done = run_mpi(2, str(src), str(tmp_path / "afile" / "out.h5"), "v")
     assert done.returncode == 1
-    assert "does not exist" in done.stderr  # rank 0's own error
+    assert "is not a folder" in done.stderr  # rank 0's own error
     assert "rank 0 of 2 failed while preparing the export" in done.stderr  # what rank 1 says
 
 
@@ -495,3 +513,44 @@ def test_mpiexec_failure_late_in_the_run_stops_every_rank(tmp_path: Path) -> Non
     assert done.stderr.count("checksum mismatch") >= 2  # the failing rank's own error, and the other's report of it
     assert "of 2 failed while exporting: ChecksumError" in done.stderr
     assert completed_planes(dest, "v", src) == []
+
+
+# ------------------------------------------------------------------ crash safety (see also test_hdf5_kill.py)
+def test_a_second_writer_of_the_same_file_is_refused(tmp_path: Path, volume: tuple[Path, np.ndarray]) -> None:
+    from blockfs_tasks.export.rollback import JournaledFile
+
+    src, data = volume
+    dest = tmp_path / "out.h5"
+    export_hdf5(src, dest, "v", z0=0, z1=16)
+    holder = JournaledFile(dest)
+    try:
+        with pytest.raises(DestinationError, match="another process is writing"):
+            export_hdf5(src, dest, "v", z0=16)
+    finally:
+        holder.close()
+    export_hdf5(src, dest, "v", z0=16)
+    np.testing.assert_array_equal(read_back(dest, "v"), data)
+
+
+def test_a_reader_sees_the_file_as_before_an_unfinished_session(
+    tmp_path: Path, volume: tuple[Path, np.ndarray]
+) -> None:
+    """A dead writer's journal: completed_planes reads the rolled-back view, without writing."""
+    from blockfs_tasks.export.rollback import JournaledFile
+
+    src, data = volume
+    dest = tmp_path / "out.h5"
+    export_hdf5(src, dest, "v", z0=0, z1=16)
+    before = dest.read_bytes()
+    raw = JournaledFile(dest)  # a session that overwrites the start and truncates, then "dies"
+    raw.seek(0)
+    raw.write(b"\xff" * 4096)
+    raw.truncate(5000)
+    raw.close()
+    assert dest.read_bytes()[:4] == b"\xff" * 4
+    assert completed_planes(dest, "v", src) == [(0, 16)]
+    assert dest.read_bytes()[:4] == b"\xff" * 4  # the reader did not repair
+    export_hdf5(src, dest, "v", z0=16)  # the next writer rolls back first
+    assert completed_planes(dest, "v", src) == [(0, 29)]
+    np.testing.assert_array_equal(read_back(dest, "v"), data)
+    assert len(before) > 5000
