@@ -184,6 +184,40 @@ class Directory:
         """Voxel dtype."""
         return self.spec.dtype
 
+    # A read-only array to numpy, dask and napari: these and ``d[z0:z1, y0:y1, x0:x1]``.
+    @property
+    def ndim(self) -> int:
+        """Number of axes: 3 (z, y, x)."""
+        return 3
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole volume decoded (not its size on disk)."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def chunks(self) -> tuple[int, int, int]:
+        """Block shape in (z, y, x) order; ``dask.array.from_array`` aligns its chunks on it."""
+        x, y, z = self.grid.block_xyz
+        return (z, y, x)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The whole volume as a (z, y, x) numpy array (``np.asarray(d)``): every block is read.
+
+        Reading a part is ``d[z0:z1, y0:y1, x0:x1]``; a lazy array of the
+        volume is ``dask.array.from_array(d)``.
+        """
+        if copy is False:
+            raise ValueError(f"{self.directory_filename}: a volume's voxels are compressed on disk; "
+                             f"they cannot be viewed without a copy")
+        out = self[:, :, :]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
     @property
     def metadata(self) -> dict[str, Any]:
         """The application's own metadata."""
@@ -631,8 +665,12 @@ class Directory:
         """Same as :meth:`block_origins` (``for x, y, z in d``), kept for scripts that use it."""
         return self.block_origins()
 
+    def __bool__(self) -> bool:
+        """Always True, like a file object: an empty volume is still a volume (``if d:`` never counts blocks)."""
+        return True
+
     def __len__(self) -> int:
-        """Number of blocks present."""
+        """Number of blocks present (kept for scripts that use it; ``d.shape[0]`` is the number of planes)."""
         self._load()
         return int(np.count_nonzero(self._index["file"]))  # type: ignore[index]
 
