@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from numcodecs import Blosc, blosc
 
 from blockfs_tasks.core import BlockCodec, Compression, ConfigurationError, FormatError
-from blockfs_tasks.core.codec import available_compressors, check_dtype, checksum
+from blockfs_tasks.core.codec import available_compressors, check_dtype, checksum, codec_from_dict
+from blockfs_tasks.core.errors import UnsupportedCodecError
 
 from .helpers import ALL_COMPRESSORS, ALL_DTYPES, compressor_param, random_block, same
 
@@ -97,3 +100,35 @@ def test_check_dtype_accepts_the_supported(dtype: str) -> None:
 def test_check_dtype_rejects_the_rest(dtype: str) -> None:
     with pytest.raises(ConfigurationError, match="Expected"):
         check_dtype(dtype)
+
+
+# ------------------------------------------------ format 2.1.0: codec id + parameters
+@pytest.mark.parametrize("codec", [BlockCodec(), BlockCodec("lz4", 0, False), BlockCodec("zlib", 9, True)])
+def test_codec_record_round_trip(codec: BlockCodec) -> None:
+    record = codec.to_dict()
+    assert record == {"id": "blosc", "cname": codec.compression, "clevel": codec.level, "shuffle": int(codec.shuffle)}
+    assert codec_from_dict(json.loads(json.dumps(record))) == codec
+
+
+@pytest.mark.parametrize(
+    "record, error, pattern",
+    [
+        ({"id": "fpzip", "precision": 20}, UnsupportedCodecError, "unknown codec id 'fpzip'"),
+        ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 2}, UnsupportedCodecError, "shuffle 0 .* Got 2"),
+        ({"id": "blosc", "cname": "zstd", "clevel": 5, "blocksize": 0}, UnsupportedCodecError, "unknown parameters \\['blocksize'\\]"),
+        ({"id": "blosc", "cname": "zz", "clevel": 5}, FormatError, "Expected a compression"),
+        ({"id": "blosc", "cname": ["zstd"], "clevel": 5}, FormatError, "codec 'blosc'"),
+        ({"id": "blosc", "cname": "zstd", "clevel": 12}, FormatError, "level"),
+        ({"cname": "zstd"}, FormatError, "string \"id\""),
+        ([1, 2], FormatError, "JSON object"),
+    ],
+)
+def test_bad_codec_records(record: object, error: type, pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        codec_from_dict(record)
+
+
+def test_max_frame_size_bounds_real_frames() -> None:
+    worst = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)  # incompressible
+    for name in ("zstd", "lz4", "blosclz", "zlib"):
+        assert len(BlockCodec(name, 9).encode(worst)) <= BlockCodec.max_frame_size(worst.nbytes)
