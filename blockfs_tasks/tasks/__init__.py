@@ -50,4 +50,7 @@ __all__ = [
     "pyramid",
 ]
 
+# The submodules .export and .ingest share their names with the config classes: bind the classes last.
+from .config import export, ingest  # noqa: E402, F811
+
 install_defaults()  # on import, so before luigi's command line reads [retcode] and [core] log_level

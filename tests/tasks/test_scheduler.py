@@ -60,7 +60,7 @@ def test_two_workers_on_luigid(tmp_path: Path, luigid):
 
     # Judge by the final target (two clients sharing work may each report NOT_RUN for the other's tasks).
     assert dest.exists(), "\n".join(outputs)
-    runs = [re.findall(r"done\s+WriteBlockBatch\(.*?batch=(\d+),", out) for out in outputs]
+    runs = [re.findall(r"done\s+WriteBlockBatch\(.*?batch=(\d+)\)", out) for out in outputs]
     batches = sorted(int(b) for host in runs for b in host)
     assert batches == list(range(6)), runs  # every batch exactly once, across both hosts
 
