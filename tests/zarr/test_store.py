@@ -172,3 +172,12 @@ def test_bad_arguments(volume: Volume, tmp_path: Path) -> None:
         BlockfsStore(volume.path, resolution_nm_xyz=(1, 0, 1))
     with pytest.raises(ConfigurationError):
         BlockfsStore(tmp_path)  # a folder without a pyramid info
+
+
+def test_importing_the_zarr_view_pulls_in_neither_luigi_nor_zarr() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, blockfs_tasks.zarr; print(sorted(m for m in ('luigi', 'zarr', 'dask') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -106,6 +106,7 @@ class ZarrServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: avoid delayed-ACK stalls
 
             def _respond(self, body: bool) -> None:
                 path = self.path.split("?", 1)[0]
