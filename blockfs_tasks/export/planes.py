@@ -32,6 +32,7 @@ from typing import Union
 import numpy as np
 
 from ..core import Directory
+from ..core.atomic import TEMP_MARKER, sweep_temporaries
 from ..core.errors import ConfigurationError, DestinationError, OutOfBoundsError, OutputExistsError
 from ..core.parallel import bounded_map
 
@@ -139,6 +140,9 @@ def resolve_z_range(directory: Directory, z0: int, z1: int | None) -> tuple[int,
 def planes_to_write(pattern: str, z0: int, z1: int, existing: str = "replace") -> list[int]:
     """The planes of ``[z0, z1)`` to write under the ``existing`` rule; make their folders.
 
+    Temporaries that a killed export left for these planes are removed first
+    (:func:`sweep_plane_temporaries`).
+
     Raises :class:`OutputExistsError` (rule ``"error"``) naming the first
     existing file, :class:`ConfigurationError` for an unknown rule and
     :class:`DestinationError` for a folder that cannot be created or written.
@@ -146,6 +150,7 @@ def planes_to_write(pattern: str, z0: int, z1: int, existing: str = "replace") -
     if existing not in EXISTING_RULES:
         raise ConfigurationError(f"Invalid existing={existing!r}; expected one of {EXISTING_RULES}")
     check_pattern(pattern)
+    sweep_plane_temporaries(pattern, z0, z1)
     if existing == "replace":
         planes = list(range(z0, z1))
     else:
@@ -171,6 +176,35 @@ def make_folder(folder: str, pattern: str) -> None:
         ) from e
     if not os.access(folder, os.W_OK | os.X_OK):
         raise DestinationError(f"{folder}: the output folder for pattern {pattern!r} is not writable")
+
+
+def sweep_plane_temporaries(pattern: str, z0: int, z1: int) -> list[str]:
+    """Remove the temporaries that dead exports left for planes ``[z0, z1)`` of ``pattern``.
+
+    A killed export leaves one temporary per plane it was writing (full-size
+    planes, possibly many). Only temporaries named after a plane of the range
+    are considered, and of those only the ones whose process is gone
+    (:func:`~blockfs_tasks.core.atomic.sweep_temporaries`), so a concurrent
+    export on this or another host is never disturbed. One folder listing per
+    output folder, whatever the number of planes. Returns the removed paths.
+    """
+    check_pattern(pattern)
+    planes = {os.path.abspath(pattern % z) for z in range(z0, z1)}
+    bases: set[str] = set()
+    for folder in {os.path.dirname(p) for p in planes}:
+        try:
+            entries = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if TEMP_MARKER in entry:
+                base = os.path.join(folder, entry.rsplit(TEMP_MARKER, 1)[0])
+                if base in planes:
+                    bases.add(base)
+    removed = [tmp for base in sorted(bases) for tmp in sweep_temporaries(base)]
+    if removed:
+        logger.info("removed %d temporary files of planes of %s left by a killed export", len(removed), pattern)
+    return removed
 
 
 def contiguous_groups(planes: Sequence[int], block_depth: int, max_planes: int) -> list[tuple[int, int]]:

@@ -312,3 +312,19 @@ def test_cli_lossless_and_psnr(tmp_path: Path, glymur: Any) -> None:
         assert np.array_equal(glymur.Jp2k(str(tmp_path / "a" / f"p_{z}.jp2"))[:], data[z])
         lossy = glymur.Jp2k(str(tmp_path / "b" / f"p_{z}.jp2"))[:]
         assert 42 <= psnr_db(data[z], lossy, data_peak(data[z], None)) < math.inf
+
+
+def test_a_rerun_sweeps_dead_plane_temporaries(tmp_path: Path, glymur: Any) -> None:
+    """Temporaries that a killed export left (issue 9 item 12) go on the next run; other files stay."""
+    data = camera_data((4, 32, 32))
+    d = make_volume(tmp_path / "vol.blockfs", data)
+    out = tmp_path / "o"
+    out.mkdir()
+    pattern = str(out / "p_%02d.jp2")
+    script = "from blockfs_tasks.core.atomic import temporary_name as t; import sys; print(*[t(p) for p in sys.argv[1:]])"
+    names = subprocess.run([sys.executable, "-c", script, pattern % 0, pattern % 3, str(out / "keep.txt")],
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in names:  # their process has ended: dead temporaries
+        Path(name).write_bytes(b"half a plane")
+    export_jp2k(d, pattern, n_workers=1)
+    assert sorted(os.listdir(out)) == sorted([f"p_{z:02d}.jp2" for z in range(4)] + [os.path.basename(names[2])])

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -353,42 +352,75 @@ def test_a_failing_plane_writer_stops_the_export_without_hanging(tmp_path: Path)
     _check_outputs_whole(out, data, "p_")
 
 
-def test_a_killed_export_leaves_only_whole_planes(tmp_path: Path) -> None:
-    """SIGKILL in the middle of a group: files at plane paths are whole, temporaries do not look complete."""
+def test_a_killed_export_leaves_only_whole_planes_and_the_rerun_removes_its_temporaries(tmp_path: Path) -> None:
+    """SIGKILL while a group is half-written (on progress, never on a timer): files at plane paths are whole,
+    and rerunning the same export removes the dead run's plane temporaries (issue 9 item 12)."""
     data = volume_data((64, 96, 2048), "uint16", seed=9)
     make_volume(tmp_path / "vol.blockfs", data, block=(4, 32, 512))
     out = tmp_path / "out"
+    pattern = str(out / "p_%03d.tif")
     script = textwrap.dedent(
         f"""
+        import os, signal
         from blockfs_tasks.export.tiff import export_tiff
-        export_tiff({str(tmp_path / "vol.blockfs")!r}, {str(out / "p_%03d.tif")!r}, compression=9, n_workers=1)
+
+        def progress(done, total):
+            # the first group (4 planes of 96 rows) is published, and a band of the third one was handed out
+            if done > 8 * 96:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        export_tiff({str(tmp_path / "vol.blockfs")!r}, {pattern!r}, compression=9, n_workers=1,
+                    memory_budget=6 << 20, progress=progress)
         """
     )
-
-    def finals() -> list[str]:
-        return [f for f in os.listdir(out) if f.startswith("p_") and f.endswith(".tif")] if out.exists() else []
-
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if finals() and temporaries(out):  # a group published, the next one half-written
-                break
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL, "the export finished before it could be killed"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     left = temporaries(out)
-    present = sorted(int(f[2:5]) for f in finals())
-    assert left and 0 < len(present) < 64
+    present = sorted(int(f[2:5]) for f in os.listdir(out) if ".tmp-" not in f)
+    assert left and 0 < len(present) < 64, (left, present)
     for z in present:
         assert np.array_equal(tifffile.imread(out / f"p_{z:03d}.tif"), data[z]), z
-    assert all(plane_complete(str(out / "p_%03d.tif"), z) == (z in present) for z in range(64))
-    from blockfs_tasks.core.atomic import sweep_temporaries
+    assert all(plane_complete(pattern, z) == (z in present) for z in range(64))
 
-    assert sorted(os.path.basename(p) for p in sweep_temporaries(str(out / "p_"))) == sorted(left)
+    export_tiff(str(tmp_path / "vol.blockfs"), pattern, n_workers=1)  # the same command again
     assert temporaries(out) == []
+    for z in range(64):
+        assert np.array_equal(tifffile.imread(pattern % z), data[z]), z
+
+
+def dead_temporary(path: str) -> str:
+    """A temporary name of ``path`` owned by a process that has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"from blockfs_tasks.core.atomic import temporary_name; print(temporary_name({path!r}))"],
+        capture_output=True, text=True, check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_dead_temporaries_of_the_range_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    data = volume_data((8, 20, 20), "uint8")
+    d = make_volume(tmp_path / "vol.blockfs", data)
+    out = tmp_path / "out"
+    out.mkdir()
+    pattern = str(out / "p_%02d.tif")
+    dead = [dead_temporary(pattern % z) for z in (1, 6)]
+    outside = dead_temporary(pattern % 7)  # a plane outside the range exported
+    foreign = dead_temporary(str(out / "notes.txt"))  # not a plane of this pattern
+    # A live process (say a concurrent export on this host) owns this one: it must stay.
+    live = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from blockfs_tasks.core.atomic import temporary_name; "
+         f"print(temporary_name({pattern % 2!r}), flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        alive = live.stdout.readline().strip()  # type: ignore[union-attr]
+        for path in [*dead, outside, alive, foreign]:
+            Path(path).write_bytes(b"x" * 100)
+        export_tiff(d, pattern, 0, 7, n_workers=1)
+    finally:
+        live.communicate("", timeout=60)
+    assert sorted(temporaries(out)) == sorted(os.path.basename(p) for p in (outside, alive, foreign))
+    assert sorted(f for f in os.listdir(out) if ".tmp-" not in f) == [f"p_{z:02d}.tif" for z in range(7)]
 
 
 # ------------------------------------------------------------------------ CLI
