@@ -36,7 +36,7 @@ def test_pyramid_ids_unique_and_stable(tmp_path: Path):
     d.write_blocks((data[z : z + 16, y : y + 16, x : x + 16], x, y, z) for x, y, z in d.grid.origins())
     d.close()
     config = luigi.configuration.get_config()
-    saved = config.get("pyramid", "blocks_per_batch")
+    saved = config.get("pyramid", "blocks_per_batch", None)
     config.set("pyramid", "blocks_per_batch", "3")
     try:
         def plan() -> list[luigi.Task]:
@@ -47,7 +47,10 @@ def test_pyramid_ids_unique_and_stable(tmp_path: Path):
 
         first, second = plan(), plan()
     finally:
-        config.set("pyramid", "blocks_per_batch", saved)
+        if saved is None:
+            config.remove_option("pyramid", "blocks_per_batch")
+        else:
+            config.set("pyramid", "blocks_per_batch", saved)
         fresh()
     batches = [t for t in first if isinstance(t, DownsampleBatch)]
     assert len(batches) > 4
