@@ -109,9 +109,8 @@ def test_random_kills_then_resume(tmp_path: Path, reference: Path):
     rng = np.random.default_rng(3)
     dest = tmp_path / "v.blockfs"
     cfg = config(tmp_path)
-    for _ in range(6):
-        start = time.monotonic()
-        delay = rng.uniform(0.3, 3.0)
-        kill_when(dest, cfg, lambda: time.monotonic() - start > delay)
+    for _ in range(6):  # kill on progress: once k more batches have published their fragments
+        k = len(fragments(dest)) + int(rng.integers(1, 3))
+        kill_when(dest, cfg, lambda k=k: len(fragments(dest)) >= k)
     run_to_completion(dest, cfg)
     assert dest.read_bytes() == reference.read_bytes()
