@@ -15,7 +15,7 @@ class blockfs(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
 
     block_size = luigi.IntParameter(default=64, description="Block edge in voxels, x and y (and z unless z_block_size).")
     z_block_size = luigi.IntParameter(default=0, description="Block size in z; 0 = same as block_size.")
-    compression = luigi.Parameter(default="zstd", description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib, snappy.")
+    compression = luigi.Parameter(default="zstd", description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib (snappy only where Blosc was built with it).")
     compression_level = luigi.IntParameter(default=5, description="Blosc compression level, 0-9.")
     shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
     io_resource = luigi.Parameter(
