@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -258,6 +259,10 @@ def _hdf5_parser() -> argparse.ArgumentParser:
     p.add_argument("--z1", type=int, default=None, help="Last plane, exclusive, on a block row (default: the end).")
     p.add_argument("--n-threads", type=int, default=None, help="Compressing threads per process (default: cores / ranks).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
+    p.add_argument(
+        "--progress-lines", action="store_true",
+        help="Also print 'progress DONE TOTAL' lines (chunks) on stdout at each whole percent, for a parent process.",
+    )
     return p
 
 
@@ -278,6 +283,9 @@ def hdf5_main(args: argparse.Namespace) -> int:
         except (BlockfsError, OSError):
             total = None
     bar = _progress(total, args.silent or rank != 0, "chunk")  # type: ignore[arg-type]
+    progress = _bar_callback(bar)
+    if args.progress_lines and rank == 0:
+        progress = _with_progress_lines(progress)
     try:
         result = export_hdf5(
             args.src,
@@ -290,17 +298,44 @@ def hdf5_main(args: argparse.Namespace) -> int:
             z1=args.z1,
             n_threads=args.n_threads,
             comm=comm,
-            progress=_bar_callback(bar),
+            progress=progress,
         )
+    except KeyboardInterrupt:
+        if comm is None:
+            raise
+        bar.close()
+        if rank != 0:  # every rank gets Ctrl-C from mpiexec; rank 0 says it once. Wait in MPI_Finalize for rank 0
+            return EXIT_INTERRUPTED  # (exiting at once would let mpiexec kill rank 0 before it rolls the file back)
+        print("blockfs2hdf: interrupted; rerun the same command to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # The file is rolled back. MPI_Finalize with messages still in flight can make MPICH abort with a
+        # stack dump: leave without it.
+        os._exit(EXIT_INTERRUPTED)
     finally:
         bar.close()
-    if rank == 0:
+    if rank == 0:  # after the bar is closed, on the bar's stream, so mpiexec cannot interleave them
         print(
             f"{result.dest}:{result.name}: planes [{result.z0}, {result.z1}), {result.chunks_written} chunks, "
             f"{result.raw_bytes / 1e6:.1f} MB -> {result.stored_bytes / 1e6:.1f} MB stored, "
-            f"{result.seconds:.1f} s ({result.mb_per_s:.1f} MB/s) on {result.ranks} rank(s)"
+            f"{result.seconds:.1f} s ({result.mb_per_s:.1f} MB/s) on {result.ranks} rank(s)",
+            file=sys.stderr, flush=True,
         )
     return 0
+
+
+def _with_progress_lines(progress: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """Also print ``progress DONE TOTAL`` on stdout at each whole percent (for a parent process, e.g. a Luigi task)."""
+    shown = -1
+
+    def update(done: int, total: int) -> None:
+        nonlocal shown
+        progress(done, total)
+        percent = 100 * done // max(total, 1)
+        if percent != shown:
+            shown = percent
+            print(f"progress {done} {total}", flush=True)
+
+    return update
 
 
 # ------------------------------------------------ pyramid / serve / precomputed
@@ -517,7 +552,10 @@ def _bar_callback(bar, per_unit: int = 1) -> Callable[[int, int], None]:  # type
         if bar.total != total // per_unit:
             bar.total = total // per_unit
             bar.refresh()
-        bar.update(done // per_unit - bar.n)
+        if done < total:
+            bar.update(done // per_unit - bar.n)
+        else:
+            bar.n = done // per_unit  # shown once, by close(): an update here would print the final bar twice
 
     return update
 

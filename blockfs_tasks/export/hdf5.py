@@ -503,7 +503,7 @@ def _open_destination(dest: str) -> tuple[h5py.File, JournaledFile]:
     except OSError as e:
         existed = raw.original_size > 0
         try:
-            roll_back(dest)  # whatever HDF5 wrote while failing; the file is as it was
+            roll_back(dest, own=True)  # whatever HDF5 wrote while failing; the file is as it was
         finally:
             raw.close()
         if not existed:
@@ -626,9 +626,11 @@ class ChunkWriter:
         finally:
             try:
                 if not self.raw.committed:
-                    roll_back(self.dest)
+                    roll_back(self.dest, own=True)
             finally:
                 self.raw.close()
+                if not self.raw.committed and self.raw.original_size == 0:
+                    _remove_empty(self.dest)  # a file this export created: gone again
 
 
 # ------------------------------------------------------------------ export

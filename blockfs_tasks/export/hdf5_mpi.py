@@ -147,6 +147,9 @@ def export_hdf5_mpi(
                 writer.finish()
         except Exception as e:
             error = e
+        except BaseException:  # Ctrl-C reaches every rank: roll the file back now, skip the last allgather
+            writer.close()
+            raise
         try:  # every error must reach the last allgather, or the other ranks would wait forever
             writer.close()
         except Exception as e:

@@ -78,12 +78,12 @@ def _parse(journal: BinaryIO) -> tuple[int, list[tuple[int, int, int]]] | None:
     return size, records
 
 
-def roll_back(path: str) -> bool:
-    """Undo a dead writer's uncommitted session of ``path``; True if there was one.
+def roll_back(path: str, own: bool = False) -> bool:
+    """Undo an uncommitted session of ``path`` (a dead writer's, or with ``own`` this process's failed one).
 
-    The caller must hold the file's lock (see :class:`JournaledFile`), or know
-    that no writer is alive. Safe to repeat: a rollback killed half-way is
-    finished by the next one.
+    Returns True if there was one. The caller must hold the file's lock (see
+    :class:`JournaledFile`), or know that no writer is alive. Safe to repeat:
+    a rollback killed half-way is finished by the next one.
     """
     try:
         journal = open(journal_path(path), "rb")
@@ -103,8 +103,10 @@ def roll_back(path: str) -> bool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            logger.warning("%s: rolled back an interrupted write (%d saved ranges, back to %d bytes)",
-                           path, len(records), size)
+            logger.log(logging.INFO if own else logging.WARNING,
+                       "%s: rolled back %s (%d saved ranges, back to %d bytes)", path,
+                       "this export's unfinished write" if own else "a write interrupted by a crash",
+                       len(records), size)
     os.unlink(journal_path(path))
     fsync_folder(path)
     return True

@@ -380,7 +380,7 @@ def test_cli_without_mpiexec(tmp_path: Path, volume: tuple[Path, np.ndarray], ca
     dest = tmp_path / "out.h5"
     rc = hdf5_main([str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "0", "--z1", "16"])
     assert rc == 0
-    assert "planes [0, 16)" in capsys.readouterr().out
+    assert "planes [0, 16)" in capsys.readouterr().err
     rc = hdf5_main([str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "16"])
     assert rc == 0
     np.testing.assert_array_equal(read_back(dest, "v"), data)
@@ -436,8 +436,8 @@ def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path, threads:
         2, str(src), str(dest), "v", "--compression", "gzip", "--compression-opts", "3", "--shuffle", "--n-threads", threads
     )
     assert done.returncode == 0, done.stderr
-    assert "27 chunks" in done.stdout and "on 2 rank(s)" in done.stdout
-    assert done.stdout.count("planes [") == 1  # rank 0 alone reports
+    assert "27 chunks" in done.stderr and "on 2 rank(s)" in done.stderr
+    assert done.stderr.count("planes [") == 1  # rank 0 alone reports
     with h5py.File(dest, "r") as f:
         np.testing.assert_array_equal(f["v"][...], data)
         assert f["v"].compression_opts == 3 and f["v"].shuffle
