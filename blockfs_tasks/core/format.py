@@ -480,8 +480,9 @@ def _check_entries(where: str, entries: np.ndarray, n_files: int, max_frame: int
 
 
 def _max_frame(spec: VolumeSpec) -> int:
+    """The largest frame a block of ``spec`` can have, capped at the u32 size field's range."""
     bz, by, bx = spec.grid.block_shape
-    return spec.codec.max_frame_size(bz * by * bx * spec.dtype.itemsize)
+    return min(spec.codec.max_frame_size(bz * by * bx * spec.dtype.itemsize), (1 << 32) - 2)
 
 
 def read_directory(path: str | os.PathLike[str], mmap_threshold: int | None = None) -> DirectoryContents:
@@ -667,7 +668,10 @@ def _read_v1(path: str, f: BinaryIO, size: int, md: dict[str, Any], index_offset
     slots = np.flatnonzero(block_size)
     rest, coords = slots.astype(np.int64), {}
     for a in axes:  # mixed-radix decode of the slot into block coordinates
-        coords[a] = rest // strides[a] if strides[a] < 1 << 62 else np.zeros_like(rest)
+        if strides[a] >= 1 << 62:  # beyond any stored entry: coordinate 0
+            coords[a] = np.zeros_like(rest)
+            continue
+        coords[a] = rest // strides[a]
         rest = rest - coords[a] * strides[a]
     counts = (gx, gy, gz)
     valid = rest == 0

@@ -230,3 +230,22 @@ def test_v1_directory_claiming_67m_blocks_allocates_nothing(tmp_path: Path) -> N
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("key", ["XStride", "YStride", "ZStride", "XBlockSize", "ZBlockSize", "NOffsetBits", "NSizeBits"])
+@pytest.mark.parametrize("value", [1 << 62, 1 << 63, 10**30])
+def test_v1_huge_integers_are_format_errors_or_read(tmp_path: Path, key: str, value: int) -> None:
+    """Integers past 64 bits in 1.0.0 metadata raised OverflowError from numpy; now a volume reads or a FormatError."""
+    data = np.arange(16 * 16 * 16, dtype=np.uint16).reshape(16, 16, 16)
+    v = write_v1_volume(tmp_path / "v.blockfs", data, (8, 8, 8))
+    raw = Path(v.path).read_bytes()
+    m, dpos = struct.unpack_from("<II", raw, 8)
+    md = json.loads(raw[16 : 16 + m])
+    md[key] = value
+    body = json.dumps(md).encode()
+    Path(v.path).write_bytes(raw[:8] + struct.pack("<II", len(body), 16 + len(body)) + body + raw[dpos:])
+    try:
+        d = Directory.open(v.path)
+        d[:]
+    except FormatError:
+        pass

@@ -162,6 +162,7 @@ inserts = st.none() | st.tuples(st.integers(0, 1 << 20), st.binary(min_size=1, m
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=True)
+    | st.sampled_from([0, -1, 1 << 31, 1 << 32, 1 << 62, 1 << 63, 1 << 64, 10**30])
     | st.text(max_size=12) | st.sampled_from(["uint16", "1.0.0", "2.0.0", "2.1.0", "zstd", "blosc", ".", "../x", "/abs"]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=8,
