@@ -23,6 +23,7 @@ from .export import (
     ExportTiff,
     ExportTiffSlab,
 )
+from .interrupt import install_interrupt_handling
 from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
 from .pyramid import BuildLevel, Downsample, DownsampleBatch, PlaceLevel0, pyramid
 from .targets import BatchTarget
@@ -54,3 +55,4 @@ __all__ = [
 from .config import export, ingest  # noqa: E402, F811
 
 install_defaults()  # on import, so before luigi's command line reads [retcode] and [core] log_level
+install_interrupt_handling()  # Ctrl-C: one 'rerun to resume' line instead of a traceback per process
