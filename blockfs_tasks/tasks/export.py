@@ -12,10 +12,10 @@ HDF5 slabs run one at a time (one writer per file) through ``mpiexec``.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-from typing import BinaryIO, cast
+import tempfile
+from typing import TextIO, cast
 
 import luigi
 
@@ -180,6 +180,7 @@ class ExportHdf5Slab(luigi.Task):
     name = luigi.Parameter(default="data", description="Dataset path in the file.")
     compression = luigi.Parameter(default="gzip", description="gzip, lzf or none.")
     compression_opts = luigi.OptionalIntParameter(default=None, description="gzip level 0-9.")
+    shuffle = luigi.BoolParameter(default=False, description="Byte-shuffle before compressing (HDF5 shuffle filter).")
     z0 = luigi.IntParameter(description="First plane, inclusive (on a block row).")
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
@@ -200,39 +201,32 @@ class ExportHdf5Slab(luigi.Task):
         if ranks > 1:
             command = [os.path.join(os.path.dirname(sys.executable), "mpiexec"), "-n", str(ranks), *command]
         command += [os.path.abspath(self.volume), os.path.abspath(self.dest), self.name,
-                    "--compression", self.compression, "--z0", str(self.z0), "--z1", str(self.z1)]
+                    "--compression", self.compression, "--z0", str(self.z0), "--z1", str(self.z1),
+                    "--silent", "--progress-lines"]
+        if self.shuffle:
+            command.append("--shuffle")
         if self.compression_opts is not None:
             command += ["--compression-opts", str(self.compression_opts)]
         progress = TaskProgress(self, f"planes {self.z0}-{self.z1} on {max(1, ranks)} MPI ranks")
-        returncode, errors = _run_with_bar(command, progress)
+        returncode, errors = _run_with_progress_lines(command, progress)
         if returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({returncode}): {errors[-2000:]}")
         progress.finish()
 
 
-#: A tqdm bar's counter, "done/total [", as the CLI's bar prints it on stderr.
-_BAR_COUNT = re.compile(rb"(\d+)/(\d+) \[")
+def _run_with_progress_lines(command: list[str], progress: TaskProgress) -> tuple[int, str]:
+    """Run ``blockfs2hdf --progress-lines``, passing its ``progress DONE TOTAL`` lines to ``progress``.
 
-
-def _run_with_bar(command: list[str], progress: TaskProgress) -> tuple[int, str]:
-    """Run a CLI command, passing its progress bar's counts to ``progress``; return (exit code, stderr).
-
-    The bar's lines (``\\r``-separated updates) are not kept in the returned stderr.
+    Returns the exit code and the command's stderr (for the error message).
     """
-    kept: list[bytes] = []
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
-        stream = cast(BinaryIO, proc.stderr)  # stderr=PIPE
-        pending = b""
-        for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
-            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-            for line in lines:
-                count = _BAR_COUNT.search(line)
-                if count:
-                    progress(int(count[1]), int(count[2]))
-                elif line.strip():
-                    kept.append(line)
-        kept.append(pending)
-    return proc.returncode, b"\n".join(kept).decode(errors="replace").strip()
+    with tempfile.TemporaryFile() as errors:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True) as proc:
+            for line in cast(TextIO, proc.stdout):  # stdout=PIPE
+                words = line.split()
+                if len(words) == 3 and words[0] == "progress":
+                    progress(int(words[1]), int(words[2]))
+        errors.seek(0)
+        return proc.returncode, errors.read().decode(errors="replace").strip()
 
 
 class ExportHdf5(_SlabbedExport):
@@ -242,10 +236,11 @@ class ExportHdf5(_SlabbedExport):
     name = luigi.Parameter(default="data", description="Dataset path in the file.")
     compression = luigi.Parameter(default="gzip", description="gzip, lzf or none.")
     compression_opts = luigi.OptionalIntParameter(default=None, description="gzip level 0-9.")
+    shuffle = luigi.BoolParameter(default=False, description="Byte-shuffle before compressing (HDF5 shuffle filter).")
 
     def slab_tasks(self) -> list[ExportHdf5Slab]:
         return [
             ExportHdf5Slab(volume=self.volume_path(), dest=self.dest, name=self.name, compression=self.compression,
-                           compression_opts=self.compression_opts, z0=a, z1=b)
+                           compression_opts=self.compression_opts, shuffle=self.shuffle, z0=a, z1=b)
             for a, b in self.slabs()
         ]

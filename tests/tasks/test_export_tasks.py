@@ -78,3 +78,13 @@ def test_export_hdf5_through_mpiexec(tmp_path: Path, volume):
     luigi.task_register.Register.clear_instance_cache()
     build(ExportHdf5(volume=str(path), dest=str(dest), name="/volume/data"))
     assert os.stat(dest).st_mtime_ns == before  # every slab recorded complete: nothing redone
+
+
+def test_export_hdf5_shuffle_into_a_new_folder(tmp_path: Path, volume):
+    """ExportHdf5 has the CLI's --shuffle, and creates the destination's folder."""
+    path, data = volume
+    dest = tmp_path / "new" / "folder" / "out.h5"
+    build(ExportHdf5(volume=str(path), dest=str(dest), name="data", shuffle=True))
+    with h5py.File(dest, "r") as f:
+        np.testing.assert_array_equal(f["data"][:], data)
+        assert f["data"].shuffle
