@@ -148,7 +148,7 @@ def _info_parser() -> argparse.ArgumentParser:
     return p
 
 
-@_entry(_info_parser)
+@_entry(_info_parser, resumable=False)
 def info_main(args: argparse.Namespace) -> int:
     """blockfs-info <blockfs-file>"""
     from .core.report import volume_info
@@ -168,12 +168,12 @@ def _verify_parser() -> argparse.ArgumentParser:
         description="Recompute every checksum of a volume (header, metadata, index pages, blocks) and decode every block.",
     )
     p.add_argument("blockfs_file", help="The directory file of the volume.")
-    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     return p
 
 
-@_entry(_verify_parser)
+@_entry(_verify_parser, resumable=False)
 def verify_main(args: argparse.Namespace) -> int:
     """blockfs-verify <blockfs-file>: exit 1 naming each bad block and index page.
 
@@ -211,7 +211,7 @@ def _upgrade_parser() -> argparse.ArgumentParser:
     p.add_argument("new", metavar="NEW", nargs="?", default=None, help="Where to write the 2.1.0 directory file.")
     p.add_argument("--drop-bad", action="store_true",
                    help="Write the new directory even if blocks fail to decode, leaving them out (they read as zeros).")
-    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     return p
 
@@ -257,7 +257,7 @@ def _hdf5_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="Byte-shuffle before compressing (HDF5 shuffle filter).")
     p.add_argument("--z0", type=int, default=0, help="First plane, inclusive, on a block row (default: 0).")
     p.add_argument("--z1", type=int, default=None, help="Last plane, exclusive, on a block row (default: the end).")
-    p.add_argument("--n-threads", type=int, default=None, help="Compressing threads per process (default: cores / ranks).")
+    p.add_argument("--n-threads", type=positive_int, default=None, help="Compressing threads per process (default: cores / ranks).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     p.add_argument(
         "--progress-lines", action="store_true",
@@ -521,7 +521,7 @@ def _plane_export_parser(prog: str, what: str, example: str) -> argparse.Argumen
         "--output-pattern", required=True,
         help=f"Output path with a %%d field for the plane number, e.g. {example.replace('%', '%%')}."
     )
-    p.add_argument("--n-workers", type=int, default=None, help="Threads (default: one per core).")
+    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     p.add_argument("--z0", type=int, default=0, help="First plane to export (default: 0).")
     p.add_argument("--z1", type=int, default=None, help="Plane after the last one to export (default: the z extent).")

@@ -429,6 +429,10 @@ def test_a_wrong_rewritten_directory_is_never_published(tmp_path: Path, version:
         ("pyramid_main", ["VOL", "OUT", "--n-workers", "0"], "--n-workers"),
         ("pyramid_main", ["VOL", "OUT", "--n-workers", "-2"], "--n-workers"),
         ("precomputed_main", ["VOL", "OUT", "--n-workers", "0"], "--n-workers"),
+        ("tif_main", ["--input", "VOL", "--output-pattern", "o_%d.tif", "--n-workers", "0"], "--n-workers"),
+        ("jp2k_main", ["--input", "VOL", "--output-pattern", "o_%d.jp2", "--n-workers", "-1"], "--n-workers"),
+        ("hdf5_main", ["VOL", "out.h5", "data", "--n-threads", "0"], "--n-threads"),
+        ("verify_main", ["VOL", "--n-workers", "0"], "--n-workers"),
     ],
 )
 def test_bad_numbers_are_one_line_errors(
