@@ -15,10 +15,10 @@ from typing import Any
 
 from .dask import to_dask
 from .refs import RefsSummary, write_references
-from .route import zarr_http_response
+from .route import zarr_http_response, zarr_route_key
 from .view import ZarrView
 
-__all__ = ["BlockfsStore", "RefsSummary", "ZarrView", "to_dask", "write_references", "zarr_http_response"]
+__all__ = ["BlockfsStore", "RefsSummary", "ZarrView", "to_dask", "write_references", "zarr_http_response", "zarr_route_key"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """The HTTP ``/zarr/`` route as a plain function: a key in, (status, headers, body) out.
 
-``blockfs-serve`` maps ``GET /zarr/<key>`` to :func:`zarr_http_response` (and
-adds its CORS headers); ``HEAD`` sends the same headers without the body.
+``blockfs-serve`` maps ``GET /zarr/<key>`` (and ``/blockfs.zarr/<key>``, see
+:func:`zarr_route_key`) to :func:`zarr_http_response` and adds its CORS
+headers; ``HEAD`` sends the same headers without the body.
 Interior chunks are the stored frames, sent verbatim; a block never written
 is 404, which every zarr client (zarr-python over fsspec, tensorstore,
 ome-zarr-py, Neuroglancer) reads as the fill value.
@@ -16,7 +17,22 @@ from typing import Any
 from .view import ZarrView
 
 Response = tuple[int, list[tuple[str, str]], bytes]
-ROUTE_PREFIX = "/zarr/"
+#: URL prefixes of the group: ``/zarr/``, and ``/blockfs.zarr/`` for napari, whose
+#: napari-ome-zarr reader only accepts URLs that contain ".zarr".
+ROUTE_PREFIXES = ("/zarr/", "/blockfs.zarr/")
+
+
+def zarr_route_key(url_path: str) -> str | None:
+    """The store key of a URL path under one of :data:`ROUTE_PREFIXES` (query removed), else None.
+
+    ``/zarr`` and ``/zarr/`` themselves map to ``""`` (404: a group has no value at its root).
+    """
+    for prefix in ROUTE_PREFIXES:
+        if url_path.startswith(prefix):
+            return url_path[len(prefix) :]
+        if url_path == prefix.rstrip("/"):
+            return ""
+    return None
 
 
 def zarr_http_response(source: ZarrView | Any, key: str) -> Response:

@@ -59,7 +59,9 @@ def test_http_route_sends_frames_verbatim_and_404_for_absent(volume: Volume, ser
         assert r.read() == view.get("0/0/0/0") and r.headers["Content-Type"] == "application/octet-stream"
     with urllib.request.urlopen(server.url + "/.zattrs") as r:
         assert json.load(r)["multiscales"][0]["axes"][0]["name"] == "z"
-    for missing in ("/0/1/1/1", "/nope", "/0/../.zattrs"):
+    with urllib.request.urlopen(server.napari_url + "/0/.zarray") as r:  # the alias napari needs
+        assert json.load(r)["chunks"] == [8, 16, 16]
+    for missing in ("/0/1/1/1", "/nope", "/0/../.zattrs", ""):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(server.url + missing)
         assert e.value.code == 404
@@ -111,3 +113,49 @@ def test_napari_ome_zarr_reader(pyramid: PyramidSample, serve) -> None:  # type:
     assert len(data) == len(pyramid.levels)
     assert np.array_equal(np.asarray(data[0]), pyramid.levels[0])
     assert np.asarray(kwargs["scale"]) == pytest.approx([RESOLUTION_NM_XYZ[2] / 1000, 0.004, 0.004])
+
+
+NAPARI_SCRIPT = """
+import json, sys
+import numpy as np
+import napari
+
+url, out, shot = sys.argv[1:4]
+viewer = napari.Viewer(show=True)
+layers = viewer.open(url, plugin="napari-ome-zarr")
+layer = layers[0]
+np.save(out, np.asarray(layer.data[0]))
+viewer.dims.ndisplay = 2
+viewer.dims.set_point(0, layer.data[0].shape[0] // 2 * layer.scale[0])
+viewer.reset_view()
+if shot:
+    viewer.screenshot(shot, canvas_only=False)
+print(json.dumps({"multiscale": bool(layer.multiscale), "levels": len(layer.data), "scale": list(map(float, layer.scale))}))
+viewer.close()
+"""
+
+
+@pytest.mark.slow
+def test_napari_viewer_under_xvfb(pyramid: PyramidSample, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real napari viewer (Qt, under Xvfb) opens the HTTP route as a multiscale image with exact level 0."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("napari")
+    pytest.importorskip("PyQt5.QtWidgets")
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (Debian: apt-get install xvfb)")
+    server = serve(pyramid.folder)
+    out = tmp_path / "level0.npy"
+    shot = os.environ.get("BLOCKFS_NAPARI_SCREENSHOT", "")
+    run = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-c", NAPARI_SCRIPT, server.napari_url, str(out), shot],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["multiscale"] and report["levels"] == len(pyramid.levels)
+    assert report["scale"] == pytest.approx([RESOLUTION_NM_XYZ[2] / 1000, RESOLUTION_NM_XYZ[1] / 1000, RESOLUTION_NM_XYZ[0] / 1000])
+    assert np.array_equal(np.load(out), pyramid.levels[0])

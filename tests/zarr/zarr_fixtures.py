@@ -19,6 +19,7 @@ import pytest
 from blockfs_tasks.core import Directory
 from blockfs_tasks.pyramid import Pyramid, build_pyramid
 from blockfs_tasks.zarr import ZarrView, zarr_http_response
+from blockfs_tasks.zarr.route import zarr_route_key
 
 SHAPE_ZYX = (37, 50, 71)  # edges on every axis with BLOCK_XYZ
 BLOCK_XYZ = (16, 16, 8)
@@ -111,8 +112,9 @@ class ZarrServer:
             def _respond(self, body: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 requests.append(path)
-                if path.startswith("/zarr/"):
-                    status, headers, data = zarr_http_response(view_, path[len("/zarr/") :])
+                key = zarr_route_key(path)
+                if key is not None:
+                    status, headers, data = zarr_http_response(view_, key)
                 else:
                     status, headers, data = 404, [("Content-Length", "0")], b""
                 self.send_response(status)
@@ -137,6 +139,7 @@ class ZarrServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/zarr"
+        self.napari_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/blockfs.zarr"
 
     def close(self) -> None:
         self.httpd.shutdown()
