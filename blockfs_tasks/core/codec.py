@@ -93,7 +93,8 @@ class BlockCodec:
             name = name.name
         if name not in Compression.__members__:
             raise ConfigurationError(
-                f"Expected a compression in {list(Compression.__members__)}. Got {name!r} instead."
+                f"Expected a compression in {available_compressors()} (the Blosc compressors built "
+                f"here). Got {name!r} instead."
             )
         if isinstance(self.level, bool) or not isinstance(self.level, (int, np.integer)) or not 0 <= self.level <= 9:
             raise ConfigurationError(

@@ -132,3 +132,15 @@ def test_max_frame_size_bounds_real_frames() -> None:
     worst = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)  # incompressible
     for name in ("zstd", "lz4", "blosclz", "zlib"):
         assert len(BlockCodec(name, 9).encode(worst)) <= BlockCodec.max_frame_size(worst.nbytes)
+
+
+def test_unknown_compression_lists_only_the_compressors_built_here() -> None:
+    from numcodecs import blosc
+
+    from blockfs_tasks.core.codec import BlockCodec
+    from blockfs_tasks.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as e:
+        BlockCodec("zzz")
+    listed = str(e.value).split("[", 1)[1].split("]", 1)[0]
+    assert sorted(n.strip(" '") for n in listed.split(",")) == sorted(blosc.list_compressors())
