@@ -154,10 +154,16 @@ def sweep_temporaries(path_prefix: str) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie has exited: its files are no longer being written)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill()
+    return state not in (b"Z", b"X")

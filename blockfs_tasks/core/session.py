@@ -218,11 +218,11 @@ def _remove_if_same(path: str, identity: int) -> None:
 
 
 def _process_start(pid: int) -> int:
-    """Start time of process ``pid`` (clock ticks after boot); -1 if there is no such process, 0 if unknown."""
+    """Start time of process ``pid`` (clock ticks after boot); -1 if it is gone (or a zombie), 0 if unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
+        return -1 if fields[0] in (b"Z", b"X") else int(fields[19])  # a zombie has exited
     except FileNotFoundError:
         return -1
     except (OSError, IndexError, ValueError):
