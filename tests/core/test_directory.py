@@ -457,3 +457,24 @@ def test_read_block_into_a_reused_buffer(tmp_path: Path) -> None:
         d.read_block(0, 0, 0, out=np.empty((16, 16, 12), np.uint16))
     np.testing.assert_array_equal(d[:16, :16, :16], data[:16, :16, :16])
     assert not d[16:, 16:, 16:].any()
+
+
+# ------------------------------------------------------- older 2.x volumes
+def test_a_2_0_0_volume_takes_blocks_and_is_published_as_the_current_format(tmp_path: Path) -> None:
+    """open("r+") of a 2.0.0 volume (the golden one): its blocks stay, the new one is added, close() writes 2.1.0."""
+    golden = Path(__file__).resolve().parent.parent / "data" / "blockfs-v2.0.0" / "v2_uint16_zstd_live"
+    folder = tmp_path / "v"
+    shutil.copytree(golden, folder)
+    expected = np.load(folder / "expected.npy")
+    path = folder / "precomputed.blockfs"
+    d = Directory.open(path, "r+")
+    assert d.version == "2.0.0"
+    x, y, z = list(d.grid.origins())[-1]
+    new = random_block(d.get_block_size(x, y, z), expected.dtype, 15)
+    d.write_block(new, x, y, z)
+    d.close()
+    r = Directory.open(path)
+    assert r.version == fmt.VERSION
+    sz, sy, sx = new.shape
+    expected[z : z + sz, y : y + sy, x : x + sx] = new
+    assert same(r[:, :, :], expected)

@@ -289,3 +289,24 @@ def test_writing_sessions_sweep_dead_temporaries_of_their_volume(tmp_path: Path)
         (tmp_path / name).write_bytes(b"x")
     Directory(32, 16, 16, np.uint8, path, 8, 8, 8).create()
     assert sorted(f for f in os.listdir(tmp_path) if TEMP_MARKER in f) == sorted(kept)
+
+
+def test_a_shared_journal_left_by_an_earlier_version_is_replayed(tmp_path: Path) -> None:
+    """Before one journal per writer, a crashed session left ``<directory>.journal``: its blocks still count."""
+    from blockfs_tasks.core.blockfile import legacy_journal_name
+    from blockfs_tasks.core.codec import checksum
+
+    path = new_volume(tmp_path / "v.blockfs")
+    d = Directory.open(path)
+    frame = d.spec.codec.encode(block(7))
+    (tmp_path / "v.blockfs.0").write_bytes(frame)
+    entry = fmt.encode_entry(d.grid.position(8, 0, 0), 0, 0, len(frame), checksum(frame))
+    Path(legacy_journal_name(str(path))).write_bytes(fmt.encode_fragment_header(d.spec) + entry)
+    assert same(Directory.open(path).read_block(8, 0, 0), block(7))
+    w = Directory.open(path, "r+")
+    w.write_block(block(3), 0, 0, 0)
+    w.close()
+    r = Directory.open(path)
+    assert list(r.block_origins()) == [(0, 0, 0), (8, 0, 0)]
+    assert same(r.read_block(8, 0, 0), block(7)) and same(r.read_block(0, 0, 0), block(3))
+    assert sorted(os.listdir(tmp_path)) == ["v.blockfs", "v.blockfs.0", "v.blockfs.1"]
