@@ -98,3 +98,38 @@ def test_napari_image_layer(volume: tuple[Directory, np.ndarray]) -> None:
     low, high = layer.contrast_limits
     assert data.min() <= low < high <= data.max()
     assert same(np.asarray(layer.data[5]), data[5])
+
+
+VIEWER = r"""
+import sys
+import numpy as np
+import napari
+from blockfs_tasks.core import Directory
+
+d = Directory.open(sys.argv[1])
+viewer = napari.Viewer(show=False)
+layer = viewer.add_image(d)
+viewer.dims.set_point(0, 5)
+shown = np.asarray(layer._slice.image.view)
+ok = layer.data.shape == d.shape and np.array_equal(shown, d[5])
+viewer.close()
+print("exact" if ok else "wrong", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_real_napari_viewer_shows_a_plane(volume: tuple[Directory, np.ndarray], tmp_path: Path) -> None:
+    """napari's own Viewer (under Xvfb) adds the volume and shows plane 5 exactly."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("napari")
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (apt-get install xvfb): napari's viewer needs a display")
+    d, _ = volume
+    script = tmp_path / "viewer.py"
+    script.write_text(VIEWER)
+    result = subprocess.run(["xvfb-run", "-a", sys.executable, str(script), d.directory_filename],
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().splitlines()[-1:] == ["exact"], result.stderr[-2000:]
