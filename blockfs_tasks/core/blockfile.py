@@ -17,7 +17,6 @@ it. If even that fails, the appender refuses every later write.
 from __future__ import annotations
 
 import errno
-import glob
 import itertools
 import os
 import re
@@ -67,12 +66,13 @@ def journal_files(directory_path: str) -> list[str]:
     free one), so sorting by number puts an earlier session's journals before
     a later one's: replayed in this order, the newest entry of a position wins.
     """
+    folder, base = os.path.split(directory_path)
     numbered = []
-    pattern = glob.escape(directory_path) + ".*" + JOURNAL_SUFFIX
-    for path in glob.glob(pattern):
-        number = block_file_number(directory_path, path[: -len(JOURNAL_SUFFIX)])
-        if number is not None:
-            numbered.append((number, path))
+    for name in os.listdir(folder or "."):  # listdir + string tests: this runs before every read of a session
+        if name.startswith(base) and name.endswith(JOURNAL_SUFFIX):
+            number = name[len(base) + 1 : -len(JOURNAL_SUFFIX)]
+            if name[len(base) : len(base) + 1] == "." and number.isdigit():
+                numbered.append((int(number), os.path.join(folder, name)))
     legacy = legacy_journal_name(directory_path)
     return ([legacy] if os.path.exists(legacy) else []) + [p for _, p in sorted(numbered)]
 

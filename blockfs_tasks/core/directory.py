@@ -612,10 +612,11 @@ class Directory:
         self._mode, self._owner_pid, self.version = state["mode"], state["owner"], state["version"]
 
     # ----------------------------------------------------------------- read
-    def _entry(self, x: int, y: int, z: int) -> np.void:
+    def _entry(self, x: int, y: int, z: int, refresh: bool = True) -> np.void:
+        """The index entry of a block; in a writing session, after merging new journal entries if ``refresh``."""
         if self._index is None:
             self._load()
-        elif self._mode == "w":
+        elif self._mode == "w" and refresh:
             self._replay_journal()
         return self._index[self.grid.position(x, y, z)]  # type: ignore[index]
 
@@ -635,7 +636,9 @@ class Directory:
         ``out``, a C-contiguous array of the block's shape and the volume's
         dtype, receives the block instead of a new array (reuse it in loops).
         """
-        entry = self._entry(x, y, z)
+        return self._read_block(self._entry(x, y, z), x, y, z, out)
+
+    def _read_block(self, entry: np.void, x: int, y: int, z: int, out: np.ndarray | None) -> np.ndarray:
         shape = self.grid.block_shape_at(x, y, z)
         if out is not None and (out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous):
             raise BlockShapeError(
@@ -680,10 +683,12 @@ class Directory:
         (z0, z1, zs), (y0, y1, ys), (x0, x1, xs) = slices
         box = (max(z1, z0), max(y1, y0), max(x1, x0))
         out = np.zeros((box[0] - z0, box[1] - y0, box[2] - x0), self.dtype)
-        origins = [
-            o for o in (self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2]) if out.size else ())
-            if self.has_block(*o)  # absent blocks are zeros already
-        ]
+        self._load()  # in a writing session: merge new journal entries once, not per block
+        entries = {
+            o: e for o in (self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2]) if out.size else ())
+            if (e := self._entry(*o, refresh=False))["file"]  # absent blocks are zeros already
+        }
+        origins = list(entries)
         buffers = threading.local()  # one decode buffer per thread and block shape
 
         def fill(origin: tuple[int, int, int]) -> None:
@@ -692,7 +697,7 @@ class Directory:
             cache = buffers.__dict__.setdefault("by_shape", {})
             if shape not in cache:
                 cache[shape] = np.empty(shape, self.dtype)
-            block = self.read_block(bx, by, bz, out=cache[shape])
+            block = self._read_block(entries[origin], bx, by, bz, cache[shape])
             sz, sy, sx = block.shape
             zz = slice(max(z0, bz), min(box[0], bz + sz))
             yy = slice(max(y0, by), min(box[1], by + sy))
