@@ -24,11 +24,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 
 from ..core.atomic import published, write_all
-from .chunks import LIST_SLICE, pad_frame, padding_codec
+from .chunks import LIST_SLICE, LevelChunks, pad_frame, padding_codec
 from .view import ZarrView
 
 
@@ -83,7 +84,14 @@ def write_references(
         As for :class:`~.view.ZarrView`.
     """
     view = ZarrView(path, zarr_format, resolution_nm_xyz, verify_checksums=True)
-    json_path = os.path.abspath(os.fspath(json_path))
+    try:
+        return _write(view, os.path.abspath(os.fspath(json_path)), url_prefix, inline_edges)
+    finally:
+        view.close()
+
+
+def _write(view: ZarrView, json_path: str, url_prefix: str | None, inline_edges: bool) -> RefsSummary:
+    """The body of :func:`write_references` over an open view."""
     folder = os.path.dirname(json_path)
     os.makedirs(folder, exist_ok=True)
     side_path = side_file_path(json_path)
@@ -112,7 +120,6 @@ def write_references(
     has_side = counts["side"] > 0
     if not has_side:
         os.unlink(side_path)
-    view.close()
     return RefsSummary(
         json_path,
         side_path if has_side else None,
@@ -124,8 +131,21 @@ def write_references(
     )
 
 
-def _write_level(view, level, chunks, out, side_fd, inline_edges, template_of, counts) -> None:  # type: ignore[no-untyped-def]
-    """Append the references of one level's present chunks (``LIST_SLICE`` index entries at a time)."""
+def _write_level(
+    view: ZarrView,
+    level: int,
+    chunks: LevelChunks,
+    out: TextIO,
+    side_fd: int,
+    inline_edges: bool,
+    template_of: dict[str, str],
+    counts: dict[str, int],
+) -> None:
+    """Append the references of one level's present chunks (``LIST_SLICE`` index entries at a time).
+
+    Interior chunks become ``["{{fN}}", offset, size]``; edge chunks are padded
+    with the volume's own codec and appended to the side file (or inlined).
+    """
     gz, gy, gx = chunks.grid_shape
     first_edge = [s // c for s, c in zip(chunks.shape, chunks.chunk_shape)]
     names = [template_of[p] for p in chunks.paths]
@@ -152,6 +172,8 @@ def _write_level(view, level, chunks, out, side_fd, inline_edges, template_of, c
         ]
         for z, y, x in zip(iz[edge].tolist(), iy[edge].tolist(), ix[edge].tolist()):
             frame = chunks.locate((z, y, x))
+            if frame is None:  # cannot happen: the position is present
+                continue
             padded = pad_frame(chunks.read_frame(frame), chunks, (z, y, x), padding_codec(chunks.directory.spec.codec, fast=False))
             counts["edges"] += 1
             if inline_edges:

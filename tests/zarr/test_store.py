@@ -40,8 +40,11 @@ def test_every_dtype(tmp_path: Path, dtype: str) -> None:
     write_volume(path, data, (8, 8, 4), absent={(8, 8, 4)})
     want = expected(data, (8, 8, 4), {(8, 8, 4)})
     for zarr_format in (2, 3):
-        got = zarr.open_group(BlockfsStore(path, zarr_format=zarr_format), mode="r")["0"][...]
+        store = BlockfsStore(path, zarr_format=zarr_format)
+        got = zarr.open_group(store, mode="r")["0"][...]
         assert got.dtype == np.dtype(dtype) and np.array_equal(got, want), (dtype, zarr_format)
+    for key in ("0/0/0/0", "0/2/2/1"):  # an interior frame and a padded corner
+        assert frame_settings(store.view.get(key.replace("0/", "0/c/", 1))) == (np.dtype(dtype).itemsize, "shuffle")
 
 
 @pytest.mark.parametrize("case", ["v1_uint16_zstd", "v1_uint8_lz4_sparse"])
@@ -75,15 +78,22 @@ def test_zarr_v3_ngff_05_metadata(pyramid: PyramidSample) -> None:
     assert np.array_equal(group["1"][...], pyramid.levels[1])
 
 
-def test_frame_headers_agree_with_the_codec_metadata(volume: Volume) -> None:
-    """numcodecs decodes from the frame header; the metadata must still tell the truth about it."""
-    view = ZarrView(volume.path)
-    zarray = json.loads(view.documents["0/.zarray"])
-    for key in ("0/0/0/0", "0/4/3/3", "0/4/2/4"):  # interior, and edge chunks (padded)
-        typesize, shuffle = frame_settings(view.get(key))
-        assert typesize == np.dtype(zarray["dtype"]).itemsize
-        assert shuffle == ("shuffle" if zarray["compressor"]["shuffle"] == 1 else "noshuffle")
-    assert zarray["compressor"]["cname"] == "zstd" and zarray["dimension_separator"] == "/"
+@pytest.mark.parametrize("which", ["new", "v1_uint16_zstd", "v1_uint8_lz4_sparse"])
+def test_frame_headers_agree_with_the_codec_metadata(volume: Volume, which: str) -> None:
+    """numcodecs decodes from the frame header; the metadata must still tell the truth about it (every chunk)."""
+    path = volume.path if which == "new" else V1 / which / "precomputed.blockfs"
+    for zarr_format in (2, 3):
+        view = ZarrView(path, zarr_format=zarr_format)
+        keys = [k for k in view.keys() if k not in view.documents]
+        assert keys
+        meta = json.loads(view.documents["0/.zarray" if zarr_format == 2 else "0/zarr.json"])
+        if zarr_format == 2:
+            itemsize, shuffle = np.dtype(meta["dtype"]).itemsize, "shuffle" if meta["compressor"]["shuffle"] == 1 else "noshuffle"
+        else:
+            blosc = meta["codecs"][-1]["configuration"]
+            itemsize, shuffle = blosc["typesize"], blosc["shuffle"]
+        for key in keys:  # interior frames as stored, edge chunks as padded
+            assert frame_settings(view.get(key)) == (itemsize, shuffle), key
 
 
 def test_interior_chunks_are_the_stored_frames(volume: Volume) -> None:
