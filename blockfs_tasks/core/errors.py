@@ -124,3 +124,7 @@ class CorruptIndexError(FormatError, ChecksumError):
 
 class BadRequestError(BlockfsError, ValueError):
     """A request no valid answer exists for, e.g. a chunk coordinate too long to be one (HTTP 400)."""
+
+
+class MissingDependencyError(MissingLibraryError):
+    """An optional Python package that is not installed; the message names the pip extra to install."""
