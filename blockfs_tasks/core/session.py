@@ -37,7 +37,7 @@ import weakref
 from dataclasses import asdict, dataclass
 
 from .atomic import fsync_folder, machine_token, temporary_name, write_all
-from .errors import MissingFileError, VolumeInUseError
+from .errors import MissingFileError, ReadOnlyError, VolumeInUseError
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,10 @@ def acquire(directory_path: str, replace_own: bool = False) -> Session:
     path = session_file_name(directory_path)
     info = SessionInfo.of_this_process()
     tmp = temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except PermissionError as e:
+        raise ReadOnlyError(f"{directory_path}: cannot start a writing session here: {e.strerror}") from e
     try:
         write_all(fd, json.dumps(asdict(info)).encode())
         os.fsync(fd)

@@ -310,3 +310,18 @@ def test_a_shared_journal_left_by_an_earlier_version_is_replayed(tmp_path: Path)
     assert list(r.block_origins()) == [(0, 0, 0), (8, 0, 0)]
     assert same(r.read_block(8, 0, 0), block(7)) and same(r.read_block(0, 0, 0), block(3))
     assert sorted(os.listdir(tmp_path)) == ["v.blockfs", "v.blockfs.0", "v.blockfs.1"]
+
+
+def test_a_read_only_folder_refuses_a_writing_session_clearly(tmp_path: Path) -> None:
+    from blockfs_tasks.core import ReadOnlyError
+
+    path = new_volume(tmp_path / "v.blockfs")
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(ReadOnlyError, match="cannot start a writing session"):
+            Directory.open(path, "r+")
+        assert Directory.open(path).shape == (16, 16, 32)
+    finally:
+        os.chmod(tmp_path, 0o755)
