@@ -22,7 +22,13 @@ import numpy as np
 
 from ..core.codec import BlockCodec, checksum
 from ..core.directory import Directory
-from ..core.errors import ChecksumError, ConfigurationError, FormatError, MissingFileError, TruncatedFileError
+from ..core.errors import (
+    ChecksumError,
+    ConfigurationError,
+    FormatError,
+    MissingFileError,
+    TruncatedFileError,
+)
 
 ZYX = tuple[int, int, int]
 

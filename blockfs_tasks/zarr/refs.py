@@ -102,7 +102,8 @@ def _write(view: ZarrView, json_path: str, url_prefix: str | None, inline_edges:
             if p not in template_of:
                 template_of[p] = f"f{len(template_of)}"
                 templates[template_of[p]] = _location(p, folder, url_prefix)
-    if not inline_edges:
+    has_edges = any(any(n % c for n, c in zip(ch.shape, ch.chunk_shape)) for ch in view.levels)
+    if has_edges and not inline_edges:
         templates["e"] = _location(side_path, folder, url_prefix)
     counts = {"chunks": 0, "edges": 0, "side": 0, "stored": 0}
     with published(json_path) as json_tmp, published(side_path) as side_tmp:

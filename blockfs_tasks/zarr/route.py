@@ -10,9 +10,8 @@ ome-zarr-py, Neuroglancer) reads as the fill value.
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 from typing import Any
+from urllib.parse import unquote
 
 from .view import ZarrView
 

@@ -17,7 +17,13 @@ import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
 from zarr.core.buffer import Buffer, BufferPrototype
 
 from .view import ZarrView
@@ -134,7 +140,7 @@ class BlockfsStore(Store):
     # ------------------------------------------------------------ listing
     async def list(self) -> AsyncIterator[str]:
         """Every key: metadata documents, then the present chunks of each level."""
-        for key in self.view.keys():
+        for key in self.view.all_keys():
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:

@@ -161,7 +161,7 @@ class ZarrView:
         parsed = self.parse_chunk_key(key)
         return parsed is not None and self.levels[parsed[0]].locate(parsed[1]) is not None
 
-    def keys(self) -> Iterator[str]:
+    def all_keys(self) -> Iterator[str]:
         """Every key: the metadata documents, then each level's present chunks in position order."""
         yield from self.documents
         for level, chunks in enumerate(self.levels):

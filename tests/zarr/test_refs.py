@@ -12,11 +12,11 @@ import pytest
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("fsspec")
 
+from zarr_fixtures import PyramidSample, Volume, sample_data, write_volume
+
 from blockfs_tasks.cli import refs_main
 from blockfs_tasks.core import Directory
 from blockfs_tasks.zarr import write_references
-
-from zarr_fixtures import PyramidSample, Volume, sample_data, write_volume
 
 V1 = Path(__file__).resolve().parents[1] / "data" / "blockfs-v1"
 

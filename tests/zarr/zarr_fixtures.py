@@ -125,10 +125,10 @@ class ZarrServer:
                 if body:
                     self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._respond(True)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._respond(False)
 
             def log_message(self, *args: object) -> None:
