@@ -15,6 +15,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..core.directory import Directory
 from ..core.errors import ConfigurationError
@@ -31,7 +32,8 @@ EDGE_CACHE_SIZE = 256
 def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None:
     """The volume's own ``resolution_nm_xyz`` metadata (top level or under ``pyramid``), if valid."""
     md = d.metadata
-    nested = md.get("pyramid") if isinstance(md.get("pyramid"), dict) else {}
+    pyramid = md.get("pyramid")
+    nested: dict[str, Any] = pyramid if isinstance(pyramid, dict) else {}
     for candidate in (nested.get("resolution_nm_xyz"), md.get("resolution_nm_xyz")):
         try:
             values = tuple(float(v) for v in candidate)  # type: ignore[union-attr]
@@ -89,8 +91,8 @@ class ZarrView:
             mode = pyramid.mode
             for i, level in enumerate(pyramid.levels):
                 directories.append(pyramid.open(i))
-                nm = level.resolution_nm_xyz if override is None else tuple(r * f for r, f in zip(override, level.factors_xyz))
-                scales.append(_um_zyx(nm))
+                level_nm = level.resolution_nm_xyz if override is None else tuple(r * f for r, f in zip(override, level.factors_xyz))
+                scales.append(_um_zyx(level_nm))
         else:
             d = Directory.open(self.path)
             directories.append(d)
