@@ -469,3 +469,24 @@ def test_make_server_refuses_a_bad_port(tmp_path: Path) -> None:
     for port in (-1, 70000):
         with pytest.raises(ConfigurationError, match="65535"):
             make_server(open_precomputed(str(src)), port=port)
+
+
+def test_cp_refuses_a_volume_with_an_open_writing_session(tmp_path: Path) -> None:
+    """A volume being written (session file, per-writer journals) is not copied half-merged."""
+    import numpy as np
+
+    from blockfs_tasks.core import Directory
+    from blockfs_tasks.core.errors import VolumeBusyError
+    from blockfs_tasks.core.relocate import copy_volume
+
+    src = tmp_path / "a" / "v.blockfs"
+    src.parent.mkdir()
+    d = Directory(64, 64, 64, np.uint8, src, 32, 32, 32)
+    d.create()
+    d.write_block(np.ones((32, 32, 32), np.uint8), 0, 0, 0)
+    with pytest.raises(VolumeBusyError, match="being written by this process"):
+        copy_volume(str(src), str(tmp_path / "b"))
+    assert not (tmp_path / "b" / "v.blockfs").exists()
+    d.close()
+    copy_volume(str(src), str(tmp_path / "b"))
+    assert Directory.open(tmp_path / "b" / "v.blockfs").read_block(0, 0, 0).sum() == 32**3

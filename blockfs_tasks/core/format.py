@@ -60,7 +60,11 @@ Directory file, version 2.0.0 (read; a writing session publishes 2.1.0)::
     first used) instead of IndexPageEntries. Header and metadata unchecked.
 
 Fragment file (``vol.blockfs.<k>.fragment``, one per batch) and journal
-(``vol.blockfs.journal``, shared by the live writers of one session)::
+``vol.blockfs.<k>.journal`` (written only by the live writer of block file k;
+merged in order of k; a ``vol.blockfs.journal`` left by versions before 2.1 is
+still replayed). While a writing session is open, the session file
+``vol.blockfs.session`` (JSON: host, machine, pid, process_start, since,
+token) names it. Both files have this layout::
 
     0       8       magic b"BFSFRAG\\0"
     8       4       u32 J, length of the JSON volume spec (a multiple of 8)

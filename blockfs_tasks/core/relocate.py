@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, temporary_name
-from .blockfile import journal_name
+from .blockfile import journal_files
+from .session import read_session
 from .directory import resolve_block_path
 from .errors import (
     ConfigurationError,
@@ -79,12 +80,13 @@ def copy_volume(src: str, dest_folder: str, move: bool = False) -> str:
         _check_complete(dest)
         logger.warning("%s is gone and %s is a complete volume: the move is already done", src, dest)
         return dest
-    journal = journal_name(src)
-    if os.path.exists(journal):
+    pending, holder = journal_files(src), read_session(src)
+    if pending or holder is not None:
         raise VolumeBusyError(
-            f"{journal}: the volume has blocks not yet merged into its directory (it is being written, "
-            f"or its writer never closed it); after writing ends, Directory.open({src!r}, 'r+').close() "
-            f"merges them. Nothing was copied"
+            f"{src}: the volume is being written"
+            + (f" by {holder.describe()}" if holder is not None else "")
+            + (f"; blocks not yet merged in {', '.join(pending)}" if pending else "")
+            + f"; after writing ends, Directory.open({src!r}, 'r+').close() merges them. Nothing was copied"
         )
     contents = read_directory(src)
     sources = [resolve_block_path(src, n) for n in contents.block_files]
