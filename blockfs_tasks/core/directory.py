@@ -218,6 +218,12 @@ class Directory:
         out = self[:, :, :]
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    def to_dask(self, name: str | None = None) -> Any:
+        """A lazy ``dask.array.Array`` (z, y, x) of the volume whose chunks are its blocks (needs dask)."""
+        from .dask_array import dask_array
+
+        return dask_array(self, name)
+
     @property
     def metadata(self) -> dict[str, Any]:
         """The application's own metadata."""

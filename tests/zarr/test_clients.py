@@ -28,6 +28,14 @@ def test_to_dask_chunks_are_blocks(volume: Volume, pyramid: PyramidSample) -> No
     assert to_dask(volume.path).name == array.name  # deterministic: same volume, same tasks
 
 
+def test_directory_to_dask_reads_the_volume_exactly(volume: Volume) -> None:
+    from blockfs_tasks.core import Directory
+
+    array = Directory.open(volume.path).to_dask()
+    assert array.chunks[0][0] == Directory.open(volume.path).chunks[0]
+    assert np.array_equal(array.compute(), volume.expected)
+
+
 def test_to_dask_format_1_sparse() -> None:
     case = V1 / "v1_uint8_lz4_sparse"
     assert np.array_equal(to_dask(case / "precomputed.blockfs").compute(), np.load(case / "expected.npy"))
