@@ -446,10 +446,15 @@ def serve_main(args: argparse.Namespace) -> int:
         from .serve import open_precomputed
         from .serve.server import make_server
 
+        from .zarr.view import ZarrView
+
         source = open_precomputed(args.volume, args.type, args.resolution)
-        server = make_server(source, args.host, args.port, args.gzip_level)  # logs the URL at INFO
+        view = ZarrView(args.volume, resolution_nm_xyz=args.resolution)
+        server = make_server(source, args.host, args.port, args.gzip_level, view)  # logs the URL at INFO
         print(server.url(), flush=True)
         print(f"Neuroglancer: {link.link_for_volume(source, server.url(), base)}", flush=True)
+        http = server.url().removeprefix("precomputed://")
+        print(f"zarr (OME-Zarr): {http}/zarr   napari: {http}/blockfs.zarr", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

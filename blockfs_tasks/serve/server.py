@@ -25,7 +25,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from ..core.errors import BadRequestError, ConfigurationError
+from ..core.errors import BadRequestError, BlockfsError, ConfigurationError
+from ..zarr.route import zarr_http_response, zarr_route_key
+from ..zarr.view import ZarrView
 from .precomputed import PrecomputedVolume
 
 logger = logging.getLogger(__name__)
@@ -149,7 +151,12 @@ class PrecomputedHandler(CorsHandler):
     server: PrecomputedServer
 
     def _respond(self, body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
+        raw_path = urlsplit(self.path).path
+        zarr_key = zarr_route_key(raw_path) if self.server.zarr_view is not None else None
+        if zarr_key is not None:
+            self._respond_zarr(zarr_key, body)
+            return
+        path = unquote(raw_path)
         try:
             data = self.server.source.resolve(path)
         except BadRequestError as e:
@@ -169,6 +176,19 @@ class PrecomputedHandler(CorsHandler):
             data = compress(data)
             extra.append(("Content-Encoding", "gzip"))
         self._send(HTTPStatus.OK, data, content_type, body, extra)
+
+
+    def _respond_zarr(self, key: str, body: bool) -> None:
+        """``/zarr/<key>``: the OME-Zarr view of the same volume; interior chunks are the stored frames."""
+        try:
+            status, headers, data = zarr_http_response(self.server.zarr_view, key)
+        except BlockfsError as e:  # e.g. a frame whose checksum fails: an error, never wrong data
+            logger.error("error serving /zarr/%s: %s", key, e)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain", body)
+            return
+        content_type = dict(headers).get("Content-Type", "application/octet-stream")
+        extra = [(k, v) for k, v in headers if k not in ("Content-Type", "Content-Length")]
+        self._send(HTTPStatus(status), data, content_type, body, extra)
 
 
 class CorsServer(ThreadingHTTPServer):
@@ -206,8 +226,15 @@ class CorsServer(ThreadingHTTPServer):
 class PrecomputedServer(CorsServer):
     """A threading HTTP server holding the source it serves."""
 
-    def __init__(self, address: tuple[str, int], source: PrecomputedVolume, gzip_level: int = 1) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        source: PrecomputedVolume,
+        gzip_level: int = 1,
+        zarr_view: ZarrView | None = None,
+    ) -> None:
         self.source = source
+        self.zarr_view = zarr_view
         self.gzip_level = gzip_level
         self.compress = gzip_compressor(gzip_level) if gzip_level else None
         super().__init__(address, PrecomputedHandler)
@@ -219,15 +246,23 @@ def check_port(port: int) -> None:
         raise ConfigurationError(f"Expected a port from the inclusive range (0, 65535). Got {port!r} instead.")
 
 
-def make_server(source: PrecomputedVolume, host: str = "127.0.0.1", port: int = 0, gzip_level: int = 1) -> PrecomputedServer:
+def make_server(
+    source: PrecomputedVolume,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    gzip_level: int = 1,
+    zarr_view: ZarrView | None = None,
+) -> PrecomputedServer:
     """Bind a server for ``source`` on ``host:port`` (port 0: a free one); call ``serve_forever``.
 
     ``gzip_level`` 0 turns gzip off; 1 (the default) is fastest (see :func:`gzip_compressor`).
+    With ``zarr_view``, the same volume is also an OME-Zarr group under ``/zarr/``
+    (and ``/blockfs.zarr/`` for napari).
     """
     check_port(port)
     if not 0 <= gzip_level <= 9:
         raise ConfigurationError(f"Expected a gzip level from the inclusive range (0, 9). Got {gzip_level!r} instead.")
-    server = PrecomputedServer((host, port), source, gzip_level)
+    server = PrecomputedServer((host, port), source, gzip_level, zarr_view)
     logger.info("serving %d scale(s) at %s", len(source.scales), server.url())
     return server
 
