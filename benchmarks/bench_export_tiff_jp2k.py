@@ -49,7 +49,7 @@ SLAB = 64
 def build_volume(workdir: Path, shape: tuple[int, int, int]) -> Path:
     """The synthetic blockfs volume in ``workdir`` (reused when it already has this shape)."""
     from blockfs_tasks.core import Directory
-    from blockfs_tasks.synthetic import SyntheticVolume
+    from blockfs_tasks.ingest.synthetic import SyntheticVolume
 
     path = workdir / "volume" / "vol.blockfs"
     if path.exists():

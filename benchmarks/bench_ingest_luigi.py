@@ -30,8 +30,8 @@ import numpy as np
 import tifffile
 
 from blockfs_tasks.core import Directory
-from blockfs_tasks.sources import open_source
-from blockfs_tasks.synthetic import SyntheticVolume
+from blockfs_tasks.ingest.sources import open_source
+from blockfs_tasks.ingest.synthetic import SyntheticVolume
 from blockfs_tasks.tasks import BuildDirectory
 
 from common import _children, _rss_uss_bytes, machine_facts, markdown_table

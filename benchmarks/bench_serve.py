@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blockfs_tasks.core import Directory  # noqa: E402
 from blockfs_tasks.serve.static import write_static_precomputed  # noqa: E402
-from blockfs_tasks.synthetic import SyntheticVolume  # noqa: E402
+from blockfs_tasks.ingest.synthetic import SyntheticVolume  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.md"
 TIME_LIMIT_S = 60.0  # per run, whatever --requests says

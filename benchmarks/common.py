@@ -64,7 +64,7 @@ def build_volume(
     (numpy releases the GIL for most of the work) straight into the output,
     so the only memory used is the volume itself plus a working slab per thread.
     """
-    from blockfs_tasks.synthetic import SyntheticVolume
+    from blockfs_tasks.ingest.synthetic import SyntheticVolume
 
     volume = SyntheticVolume(tuple(int(s) for s in shape_zyx), dtype=dtype, seed=seed)
     nz = volume.shape_zyx[0]

@@ -77,16 +77,6 @@ class RemoteRankError(BlockfsError, RuntimeError):
     """Another MPI rank of the same run failed; its message is included."""
 
 
-class SourceError(BlockfsError, ValueError):
-    """An ingest source that cannot be read as a 3D volume.
-
-    Raised for a string that names no known kind of source, a missing or empty
-    file or glob, a corrupt or truncated file, a plane that disagrees with the
-    rest of its stack, a non-3D array, an unsupported dtype, or a read outside
-    the source. The message names the file and the problem.
-    """
-
-
 class OutputExistsError(BlockfsError, FileExistsError):
     """An export destination that already holds a file the export would write."""
 

@@ -1,7 +1,7 @@
 """Ingest tasks: batches of blocks into block files, then the directory file.
 
 ``BuildDirectory --source SRC --dest OUT.blockfs`` plans the batches
-(:mod:`blockfs_tasks.planning`), requires one ``WriteBlockBatch`` per batch
+(:mod:`blockfs_tasks.ingest.planning`), requires one ``WriteBlockBatch`` per batch
 and merges their fragments. Each task's target is its checkpoint, published
 only once its work is durable, so a killed run restarts where it stopped.
 
@@ -27,8 +27,9 @@ from ..core.codec import BlockCodec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
-from ..planning import BatchPlan, blocks_of_unit, plan_batches
-from ..sources import SourceError, check_extent, open_source
+from ..ingest.errors import SourceError
+from ..ingest.planning import BatchPlan, blocks_of_unit, plan_batches
+from ..ingest.sources import check_extent, open_source
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
 from .targets import BatchTarget, VolumeTarget

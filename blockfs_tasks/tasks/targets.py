@@ -22,8 +22,9 @@ import numpy as np
 
 from ..core.batch import batch_complete
 from ..core.blockfile import fragment_name
-from ..core.errors import BlockfsError, MissingFileError, OutputExistsError, SourceError
+from ..core.errors import BlockfsError, MissingFileError, OutputExistsError
 from ..core.format import VolumeSpec, read_directory
+from ..ingest.errors import SourceError
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from blockfs_tasks.core.checks import check_int, check_level, check_optional_positive, check_positive
-from blockfs_tasks.core.errors import ConfigurationError, MissingDependencyError, SourceError
+from blockfs_tasks.core.errors import ConfigurationError, MissingDependencyError
 from blockfs_tasks.core.optional import require
+from blockfs_tasks.ingest.errors import SourceError
 
 
 def test_check_int_accepts_integers_of_any_kind() -> None:

@@ -24,7 +24,7 @@ from blockfs_tasks.core.errors import (
 )
 from blockfs_tasks.export import jp2k
 from blockfs_tasks.export.jp2k import data_peak, export_jp2k, load_glymur, openjpeg_psnr, psnr_db
-from blockfs_tasks.synthetic import SyntheticVolume
+from blockfs_tasks.ingest.synthetic import SyntheticVolume
 
 
 @pytest.fixture(scope="module")

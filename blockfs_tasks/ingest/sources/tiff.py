@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import SourceError
+from ..errors import SourceError
 from .base import Source, _check_dtype
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class TiffStackSource(Source):
         read per file, ``n_threads`` files at a time (latency-bound on
         network filesystems).
         """
-        from ..core.parallel import bounded_map
+        from ...core.parallel import bounded_map
 
         for _ in bounded_map(self._check_plane, range(len(self.files)), n_threads):
             pass

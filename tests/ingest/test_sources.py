@@ -1,4 +1,4 @@
-"""Tests of blockfs_tasks.sources: every kind reads back what was written."""
+"""Tests of blockfs_tasks.ingest.sources: every kind reads back what was written."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 import tifffile
 
 from blockfs_tasks.core.errors import BlockfsError
-from blockfs_tasks.sources import (
+from blockfs_tasks.ingest.sources import (
     Source,
     SourceError,
     check_extent,
     open_source,
 )
-from blockfs_tasks.synthetic import SyntheticVolume
+from blockfs_tasks.ingest.synthetic import SyntheticVolume
 
 SHAPE = (7, 37, 29)  # (z, y, x), odd sizes so strips and tiles have ragged edges
 
@@ -538,5 +538,5 @@ def test_read_after_fork_uses_own_handles(tmp_path: Path) -> None:
 
 
 def test_module_does_not_import_luigi() -> None:
-    code = "import sys, blockfs_tasks.sources; sys.exit('luigi' in sys.modules)"
+    code = "import sys, blockfs_tasks.ingest.sources; sys.exit('luigi' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

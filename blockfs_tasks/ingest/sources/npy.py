@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..core.errors import SourceError
+from ..errors import SourceError
 from .base import Source, _check_dtype, _volume_shape
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core.codec import SUPPORTED_DTYPES
-from ..core.errors import SourceError
+from ...core.codec import SUPPORTED_DTYPES
+from ..errors import SourceError
 
 logger = logging.getLogger(__name__)
 

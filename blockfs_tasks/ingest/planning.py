@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .core.errors import ConfigurationError
-from .core.grid import BlockGrid
+from ..core.errors import ConfigurationError
+from ..core.grid import BlockGrid
 
 
 @dataclass(frozen=True)

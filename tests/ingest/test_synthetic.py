@@ -1,4 +1,4 @@
-"""Tests for blockfs_tasks.synthetic (small volumes, each well under 1 s)."""
+"""Tests for blockfs_tasks.ingest.synthetic (small volumes, each well under 1 s)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockfs_tasks.synthetic import (
+from blockfs_tasks.ingest.synthetic import (
     DEFAULT_CELL_DENSITY,
     SUPPORTED_DTYPES,
     SyntheticVolume,
@@ -41,7 +41,7 @@ def test_defaults_and_frozen() -> None:
 
 def test_no_luigi_import() -> None:
     root = Path(__file__).resolve().parents[1]
-    code = "import sys, blockfs_tasks.synthetic; sys.exit('luigi' in sys.modules)"
+    code = "import sys, blockfs_tasks.ingest.synthetic; sys.exit('luigi' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
     assert result.returncode == 0
 
@@ -72,7 +72,7 @@ def test_slab_split_invariance(dtype: str, bounds: list[int]) -> None:
 def test_split_invariance_across_working_chunks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import blockfs_tasks.synthetic as mod
+    import blockfs_tasks.ingest.synthetic as mod
 
     vol = _vol(seed=5)
     whole = vol.slab(0, SHAPE[0])

@@ -56,7 +56,7 @@ import glob
 import os
 from collections.abc import Sequence
 
-from ..core.errors import SourceError
+from ..errors import SourceError
 from .base import Source, _as_index, _ext
 from .hdf5 import _HDF5_EXTS, _HDF5_KEY, HDF5Source
 from .npy import NpySource

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from ..core.errors import SourceError
+from ..errors import SourceError
 from .base import Source
 
 _SYNTHETIC_PREFIX = "synthetic:"

@@ -6,7 +6,7 @@ import pytest
 
 from blockfs_tasks.core.errors import ConfigurationError
 from blockfs_tasks.core.grid import BlockGrid
-from blockfs_tasks.planning import blocks_of_unit, plan_batches
+from blockfs_tasks.ingest.planning import blocks_of_unit, plan_batches
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import SourceError
+from ..errors import SourceError
 from .base import Source, _check_dtype, _ext, _is_volume, _volume_shape
 
 logger = logging.getLogger(__name__)
