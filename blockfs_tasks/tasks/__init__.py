@@ -25,6 +25,7 @@ from .export import (
 )
 from .interrupt import install_interrupt_handling
 from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
+from .references import ExportReferences
 from .pyramid import BuildLevel, Downsample, DownsampleBatch, PlaceLevel0, pyramid
 from .targets import BatchTarget
 
@@ -41,6 +42,7 @@ __all__ = [
     "ExportHdf5Slab",
     "ExportJp2k",
     "ExportJp2kSlab",
+    "ExportReferences",
     "ExportTiff",
     "ExportTiffSlab",
     "PlaceLevel0",
