@@ -43,12 +43,13 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
+
+from ..core.checks import check_int
+from ..core.errors import ConfigurationError
 
 __all__ = ["DEFAULT_CELL_DENSITY", "SUPPORTED_DTYPES", "SyntheticVolume"]
 
@@ -86,18 +87,6 @@ _UINT8_SCALE = 1.0 / 16.0
 _CHUNK_VOXELS = 1 << 22
 
 
-def _as_int(value: Any, what: str) -> int:
-    """Return ``value`` as a Python int, rejecting bools, floats and others."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{what} must be an integer, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(
-            f"{what} must be an integer, got {type(value).__name__} {value!r}"
-        ) from None
-
-
 def _cosine_profile(n: int, rng: np.random.Generator) -> np.ndarray:
     """Slow cosine in [0, 1] over ``n`` samples (float64), random phase/period."""
     periods = rng.uniform(*_BG_PERIODS)
@@ -126,6 +115,11 @@ class SyntheticVolume:
         ``(low, high)`` expected background level in uint16 ADU; the smooth
         background pattern spans exactly this range (before noise).
 
+    Raises
+    ------
+    ConfigurationError
+        (a ``ValueError``) If a parameter is out of range or of the wrong type.
+
     Notes
     -----
     Instances are immutable and hold no data besides the small cell table,
@@ -143,18 +137,18 @@ class SyntheticVolume:
         """Validate and normalise the fields."""
         shape = self.shape_zyx
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
-            raise ValueError(
+            raise ConfigurationError(
                 "shape_zyx must be a sequence of 3 positive integers, "
                 f"got {shape!r}"
             )
         if len(shape) != 3:
-            raise ValueError(
+            raise ConfigurationError(
                 "shape_zyx must have exactly 3 dimensions (z, y, x), "
                 f"got {len(shape)}: {tuple(shape)!r}"
             )
-        dims = tuple(_as_int(v, f"shape_zyx[{i}]") for i, v in enumerate(shape))
+        dims = tuple(check_int(v, f"shape_zyx[{i}]") for i, v in enumerate(shape))
         if any(d <= 0 for d in dims):
-            raise ValueError(f"shape_zyx must contain positive integers, got {dims!r}")
+            raise ConfigurationError(f"shape_zyx must contain positive integers, got {dims!r}")
         object.__setattr__(self, "shape_zyx", dims)
 
         try:
@@ -162,25 +156,25 @@ class SyntheticVolume:
         except TypeError:
             name = str(self.dtype)
         if name not in SUPPORTED_DTYPES:
-            raise ValueError(
+            raise ConfigurationError(
                 f"unsupported dtype {self.dtype!r}; supported dtypes are "
                 f"{', '.join(SUPPORTED_DTYPES)}"
             )
         object.__setattr__(self, "dtype", name)
 
-        seed = _as_int(self.seed, "seed")
+        seed = check_int(self.seed, "seed")
         if seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+            raise ConfigurationError(f"seed must be a non-negative integer, got {seed}")
         object.__setattr__(self, "seed", seed)
 
         try:
             density = float(self.cell_density)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ConfigurationError(
                 f"cell_density must be a real number, got {self.cell_density!r}"
             ) from None
         if not (math.isfinite(density) and 0.0 <= density <= 1.0):
-            raise ValueError(
+            raise ConfigurationError(
                 f"cell_density must be a finite number of cells per voxel in [0, 1], "
                 f"got {self.cell_density!r}"
             )
@@ -188,11 +182,11 @@ class SyntheticVolume:
 
         bg = self.background
         if isinstance(bg, (str, bytes)) or not hasattr(bg, "__len__") or len(bg) != 2:
-            raise ValueError(f"background must be a (low, high) pair, got {bg!r}")
-        low = _as_int(bg[0], "background low")
-        high = _as_int(bg[1], "background high")
+            raise ConfigurationError(f"background must be a (low, high) pair, got {bg!r}")
+        low = check_int(bg[0], "background low")
+        high = check_int(bg[1], "background high")
         if not 0 <= low <= high:
-            raise ValueError(
+            raise ConfigurationError(
                 f"background must satisfy 0 <= low <= high, got ({low}, {high})"
             )
         object.__setattr__(self, "background", (low, high))
@@ -292,14 +286,14 @@ class SyntheticVolume:
 
         Raises
         ------
-        ValueError
+        ConfigurationError
             If the bounds are not integers with ``0 <= z0 <= z1 <= z``.
         """
         nz, ny, nx = self.shape_zyx
-        z0 = _as_int(z0, "z0")
-        z1 = _as_int(z1, "z1")
+        z0 = check_int(z0, "z0")
+        z1 = check_int(z1, "z1")
         if not 0 <= z0 <= z1 <= nz:
-            raise ValueError(
+            raise ConfigurationError(
                 f"slab bounds must satisfy 0 <= z0 <= z1 <= {nz} (volume z range "
                 f"[0, {nz})), got z0={z0}, z1={z1}"
             )
@@ -343,11 +337,12 @@ class SyntheticVolume:
 
         Raises
         ------
-        ValueError
+        ConfigurationError
             If ``z`` is not an integer in ``[0, z)``.
         """
         nz = self.shape_zyx[0]
-        z = _as_int(z, "z")
+        z = check_int(z, "z")
         if not 0 <= z < nz:
-            raise ValueError(f"plane index z={z} out of range [0, {nz})")
-        return self.slab(z, z + 1)[0]
+            raise ConfigurationError(f"plane index z={z} out of range [0, {nz})")
+        plane: np.ndarray = self.slab(z, z + 1)[0]
+        return plane

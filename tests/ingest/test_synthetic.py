@@ -65,7 +65,7 @@ def test_different_seed_differs() -> None:
 def test_slab_split_invariance(dtype: str, bounds: list[int]) -> None:
     vol = _vol(dtype=dtype, seed=7)
     whole = vol.slab(0, SHAPE[0])
-    parts = [vol.slab(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [vol.slab(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     np.testing.assert_array_equal(np.concatenate(parts, axis=0), whole)
 
 

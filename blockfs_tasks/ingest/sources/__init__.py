@@ -12,7 +12,7 @@ A source is named by one string; :func:`open_source` infers its kind::
     /data/volume.zarr:path/to/arr  zarr        an array inside a zarr group
     /data/volume.npy               npy         a 3D .npy file
     synthetic:ZxYxX[:dtype][:seed=N]
-                                   synthetic   blockfs_tasks.synthetic.SyntheticVolume,
+                                   synthetic   blockfs_tasks.ingest.synthetic.SyntheticVolume,
                                                e.g. synthetic:512x1024x1024:uint16:seed=3
 
 Rules, in the order they are applied:
@@ -40,7 +40,7 @@ reopens). Reads touch only what they return: TIFF strips or tiles covering
 the rows, HDF5 / zarr / memory-mapped ``.npy`` slices; memory is bounded by
 the request, never by the volume. Sources pickle without their open file
 handles and reopen lazily (also after a fork), so Luigi workers can receive
-them. Every bad input raises :class:`~blockfs_tasks.core.errors.SourceError`
+them. Every bad input raises :class:`~blockfs_tasks.ingest.errors.SourceError`
 naming the file and the problem.
 
 The package holds one module per job: :mod:`.base` (the :class:`Source` base
@@ -56,13 +56,14 @@ import glob
 import os
 from collections.abc import Sequence
 
+from ...core.checks import check_int
 from ..errors import SourceError
-from .base import Source, _as_index, _ext
-from .hdf5 import _HDF5_EXTS, _HDF5_KEY, HDF5Source
+from .base import Source, extension
+from .hdf5 import HDF5_EXTS, HDF5_KEY, HDF5Source
 from .npy import NpySource
-from .synthetic import _SYNTHETIC_PREFIX, SyntheticSource, _parse_synthetic
-from .tiff import _TIFF_EXTS, Tiff3DSource, TiffStackSource
-from .zarr_array import _ZARR_KEY, ZarrSource, _is_zarr_dir
+from .synthetic import SYNTHETIC_PREFIX, SyntheticSource, parse_synthetic
+from .tiff import TIFF_EXTS, Tiff3DSource, TiffStackSource
+from .zarr_array import ZARR_KEY, ZarrSource, is_zarr_dir
 
 __all__ = [
     "ACCEPTED_FORMS",
@@ -116,19 +117,19 @@ def open_source(spec: str | os.PathLike[str] | Source) -> Source:
     text = os.fspath(spec)
     if not text.strip():
         raise SourceError(f"empty source string; accepted forms: {ACCEPTED_FORMS}")
-    if text.lower().startswith(_SYNTHETIC_PREFIX):
-        return _parse_synthetic(text)
+    if text.lower().startswith(SYNTHETIC_PREFIX):
+        return parse_synthetic(text)
     path = os.path.expanduser(text)
-    ext = _ext(path)
+    ext = extension(path)
 
     if os.path.isdir(path):
-        if _is_zarr_dir(path):
+        if is_zarr_dir(path):
             return ZarrSource(path.rstrip("/" + os.sep) or path)
         return TiffStackSource(path)
     if os.path.isfile(path):
-        if ext in _TIFF_EXTS:
+        if ext in TIFF_EXTS:
             return Tiff3DSource(path)
-        if ext in _HDF5_EXTS:
+        if ext in HDF5_EXTS:
             return HDF5Source(path)
         if ext == ".npy":
             return NpySource(path)
@@ -136,15 +137,15 @@ def open_source(spec: str | os.PathLike[str] | Source) -> Source:
             f"{path}: unknown kind of file (extension {ext or 'none'!r}); "
             f"accepted forms: {ACCEPTED_FORMS}"
         )
-    m = _HDF5_KEY.match(path)
+    m = HDF5_KEY.match(path)
     if m:
         return HDF5Source(m["path"], m["key"] or None)
-    m = _ZARR_KEY.match(path)
+    m = ZARR_KEY.match(path)
     if m:
         return ZarrSource(m["path"], m["key"] or None)
     if glob.has_magic(path):
         return TiffStackSource(path)
-    if ext in (*_TIFF_EXTS, *_HDF5_EXTS, ".npy", ".zarr"):
+    if ext in (*TIFF_EXTS, *HDF5_EXTS, ".npy", ".zarr"):
         raise SourceError(f"{path}: no such file")
     raise SourceError(
         f"{text!r}: no such file, and not a source string; accepted forms: {ACCEPTED_FORMS}"
@@ -166,12 +167,12 @@ def check_extent(src: Source, expected_shape_zyx: Sequence[int | None]) -> None:
             f"Expected declared extents (z, y, x) of length 3. Got {expected_shape_zyx!r} instead."
         )
     expected = tuple(
-        None if n is None else _as_index(n, f"declared extent {axis}")
-        for axis, n in zip("zyx", expected_shape_zyx)
+        None if n is None else check_int(n, f"the declared extent {axis}", error=SourceError)
+        for axis, n in zip("zyx", expected_shape_zyx, strict=True)
     )
     bad = [
         f"{axis} = {have} (declared {want})"
-        for axis, have, want in zip("zyx", src.shape, expected)
+        for axis, have, want in zip("zyx", src.shape, expected, strict=True)
         if want is not None and have != want
     ]
     if bad:

@@ -4,14 +4,13 @@ A kind of source subclasses :class:`Source`, sets ``kind`` and implements
 ``_read``; the base checks read ranges, pickles without open handles and
 drops handles inherited through a fork. The helpers here turn array shapes
 and dtypes into the ``(z, y, x)`` shape and native dtype a source reports,
-or a :class:`~blockfs_tasks.core.errors.SourceError` naming the file.
+or a :class:`~blockfs_tasks.ingest.errors.SourceError` naming the file.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-import operator
 import os
 import threading
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ...core.checks import check_int
 from ...core.codec import SUPPORTED_DTYPES
 from ..errors import SourceError
 
@@ -28,25 +28,13 @@ _SUPPORTED_NAMES = ", ".join(d.name for d in SUPPORTED_DTYPES)
 
 
 # --------------------------------------------------------------------- helpers
-def _as_index(value: Any, what: str) -> int:
-    """``value`` as a Python int; bools, floats and others are rejected."""
-    if isinstance(value, (bool, np.bool_)):
-        raise SourceError(f"Expected an integer for {what}. Got bool {value!r} instead.")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise SourceError(
-            f"Expected an integer for {what}. Got {type(value).__name__} {value!r} instead."
-        ) from None
-
-
-def _check_dtype(dtype: Any, where: str) -> np.dtype:
-    """Native-byte-order dtype of a source, or SourceError if blockfs cannot store it."""
+def check_dtype(dtype: Any, where: str) -> np.dtype:
+    """Native-byte-order dtype of a source, or SourceError naming ``where`` if blockfs cannot store it."""
     try:
         result = np.dtype(dtype)
     except TypeError as e:
         raise SourceError(f"{where}: data type {dtype!r} is not a numpy dtype") from e
-    native = result.newbyteorder("=")
+    native: np.dtype = result.newbyteorder("=")
     if native not in SUPPORTED_DTYPES:
         raise SourceError(
             f"{where}: unsupported dtype {result}; blockfs stores {_SUPPORTED_NAMES}"
@@ -54,7 +42,7 @@ def _check_dtype(dtype: Any, where: str) -> np.dtype:
     return native
 
 
-def _volume_shape(shape: Sequence[int], where: str) -> tuple[tuple[int, int, int], int]:
+def volume_shape(shape: Sequence[int], where: str) -> tuple[tuple[int, int, int], int]:
     """(z, y, x) of an array shape after dropping leading length-1 axes.
 
     Returns the shape and the number of dropped axes; raises SourceError if
@@ -72,7 +60,7 @@ def _volume_shape(shape: Sequence[int], where: str) -> tuple[tuple[int, int, int
     return (zyx[0], zyx[1], zyx[2]), lead
 
 
-def _is_volume(shape: Sequence[int]) -> bool:
+def is_volume(shape: Sequence[int]) -> bool:
     """True if ``shape`` is 3D after dropping leading length-1 axes."""
     shape = tuple(shape)
     while len(shape) > 3 and shape[0] == 1:
@@ -80,7 +68,8 @@ def _is_volume(shape: Sequence[int]) -> bool:
     return len(shape) == 3
 
 
-def _ext(path: str) -> str:
+def extension(path: str) -> str:
+    """The lower-case extension of a file or folder name (a trailing slash ignored)."""
     return os.path.splitext(path.rstrip("/" + os.sep))[1].lower()
 
 
@@ -162,6 +151,7 @@ class Source(abc.ABC):
         batch is written, named once instead of by every batch that reads it.
         The default checks nothing (a single file was checked when opened).
         """
+        return None
 
     def close(self) -> None:
         """Release open file handles; a later :meth:`read` reopens them."""
@@ -224,8 +214,8 @@ class Source(abc.ABC):
             )
 
     def _check_range(self, z0: Any, z1: Any, y0: Any, y1: Any) -> tuple[int, int, int, int]:
-        z0, z1 = _as_index(z0, "z0"), _as_index(z1, "z1")
-        y0, y1 = _as_index(y0, "y0"), _as_index(y1, "y1")
+        z0, z1 = check_int(z0, "z0", error=SourceError), check_int(z1, "z1", error=SourceError)
+        y0, y1 = check_int(y0, "y0", error=SourceError), check_int(y1, "y1", error=SourceError)
         nz, ny, _ = self.shape
         if not (0 <= z0 <= z1 <= nz and 0 <= y0 <= y1 <= ny):
             raise SourceError(

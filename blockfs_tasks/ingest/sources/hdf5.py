@@ -9,21 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from ...core.optional import require
 from ..errors import SourceError
-from .base import Source, _check_dtype, _is_volume, _volume_shape
+from .base import Source, check_dtype, is_volume, volume_shape
 
 logger = logging.getLogger(__name__)
 
-_HDF5_EXTS = (".h5", ".hdf5", ".hdf")
-_HDF5_KEY = re.compile(r"^(?P<path>.+?\.(?:h5|hdf5|hdf)):(?P<key>.*)$", re.IGNORECASE)
-
-
-def _import_h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("install h5py to read HDF5 sources") from e
-    return h5py
+HDF5_EXTS = (".h5", ".hdf5", ".hdf")
+HDF5_KEY = re.compile(r"^(?P<path>.+?\.(?:h5|hdf5|hdf)):(?P<key>.*)$", re.IGNORECASE)
 
 
 class HDF5Source(Source):
@@ -47,7 +40,7 @@ class HDF5Source(Source):
         )
 
     def _probe(self) -> tuple[Any, Any, str, tuple[int, int, int], np.dtype, int]:
-        h5py = _import_h5py()
+        h5py = require("h5py", extra=None, purpose="Reading an HDF5 source")
         path = self.path
         if not os.path.exists(path):
             raise SourceError(f"{path}: no such file")
@@ -58,8 +51,8 @@ class HDF5Source(Source):
         try:
             name, ds = self._find_dataset(h5py, f)
             where = f"{path}:{name}"
-            zyx, lead = _volume_shape(ds.shape, where)
-            dtype = _check_dtype(ds.dtype, where)
+            zyx, lead = volume_shape(ds.shape, where)
+            dtype = check_dtype(ds.dtype, where)
         except Exception:
             f.close()
             raise
@@ -70,7 +63,7 @@ class HDF5Source(Source):
         found: list[tuple[str, Any]] = []
 
         def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset) and _is_volume(obj.shape):
+            if isinstance(obj, h5py.Dataset) and is_volume(obj.shape):
                 found.append(("/" + name, obj))
 
         if key:

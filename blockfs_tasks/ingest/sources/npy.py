@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..errors import SourceError
-from .base import Source, _check_dtype, _volume_shape
+from .base import Source, check_dtype, volume_shape
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class NpySource(Source):
             raise SourceError(f"{path}: not a readable .npy file ({e})") from e
         if not isinstance(arr, np.ndarray):
             raise SourceError(f"{path}: is not a .npy array file")
-        zyx, lead = _volume_shape(arr.shape, path)
-        dtype = _check_dtype(arr.dtype, path)
+        zyx, lead = volume_shape(arr.shape, path)
+        dtype = check_dtype(arr.dtype, path)
         return arr, zyx, dtype, lead
 
     def _handle(self) -> np.ndarray:

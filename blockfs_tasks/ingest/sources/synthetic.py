@@ -1,4 +1,4 @@
-"""Synthetic sources (``synthetic``): :class:`blockfs_tasks.synthetic.SyntheticVolume`
+"""Synthetic sources (``synthetic``): :class:`blockfs_tasks.ingest.synthetic.SyntheticVolume`
 named by a string ``synthetic:ZxYxX[:dtype][:seed=N]``."""
 
 from __future__ import annotations
@@ -8,20 +8,19 @@ import re
 import numpy as np
 
 from ..errors import SourceError
+from ..synthetic import SyntheticVolume
 from .base import Source
 
-_SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_PREFIX = "synthetic:"
 _SYNTHETIC_SHAPE = re.compile(r"^(\d+)[xX](\d+)[xX](\d+)$")
 
 
 class SyntheticSource(Source):
-    """:class:`blockfs_tasks.synthetic.SyntheticVolume` as a source."""
+    """:class:`blockfs_tasks.ingest.synthetic.SyntheticVolume` as a source."""
 
     kind = "synthetic"
 
     def __init__(self, spec: str, shape_zyx: tuple[int, int, int], dtype: str, seed: int) -> None:
-        from ..synthetic import SyntheticVolume
-
         super().__init__(spec)
         try:
             self.volume = SyntheticVolume(shape_zyx, dtype=dtype, seed=seed)
@@ -47,8 +46,9 @@ class SyntheticSource(Source):
         return out
 
 
-def _parse_synthetic(spec: str) -> SyntheticSource:
-    parts = spec[len(_SYNTHETIC_PREFIX):].split(":")
+def parse_synthetic(spec: str) -> SyntheticSource:
+    """The source named by ``synthetic:ZxYxX[:dtype][:seed=N]``; SourceError if the string is malformed."""
+    parts = spec[len(SYNTHETIC_PREFIX):].split(":")
     m = _SYNTHETIC_SHAPE.match(parts[0].strip())
     if not m:
         raise SourceError(

@@ -12,32 +12,28 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ...core.optional import require
 from ..errors import SourceError
-from .base import Source, _check_dtype
+from .base import Source, check_dtype
 
 logger = logging.getLogger(__name__)
 
-_TIFF_EXTS = (".tif", ".tiff")
+TIFF_EXTS = (".tif", ".tiff")
+
+#: A TIFF file's byte order, as ``TiffFile.byteorder`` spells it.
+ByteOrder = Literal["<", ">"]
 
 # TIFF compressions whose decoder needs the JPEG tables (as TiffPage.segments does).
 _JPEG_COMPRESSIONS = frozenset({6, 7, 34892, 33007})
 
 
-def _import_tifffile() -> Any:
-    try:
-        import tifffile
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("install tifffile to read TIFF sources") from e
-    return tifffile
-
-
 def _open_tiff(path: str) -> Any:
     """Open a TIFF file, turning every failure into a SourceError naming it."""
-    tifffile = _import_tifffile()
+    tifffile = require("tifffile", extra=None, purpose="Reading a TIFF source")
     try:
         return tifffile.TiffFile(path)
     except FileNotFoundError:
@@ -50,7 +46,7 @@ def _read_exact(fh: Any, lock: AbstractContextManager[Any], offset: int, size: i
                 path: str, what: str) -> bytes:
     with lock:
         fh.seek(offset)
-        data = fh.read(size)
+        data: bytes = fh.read(size)
     if len(data) != size:
         raise SourceError(
             f"{path}: truncated file: {what} at byte {offset} needs {size} bytes, "
@@ -63,7 +59,7 @@ def _read_page_region(
     fh: Any,
     lock: AbstractContextManager[Any],
     page: Any,
-    byteorder: str,
+    byteorder: ByteOrder,
     d0: int,
     d1: int,
     y0: int,
@@ -86,7 +82,7 @@ def _read_page_region(
     contiguous = (
         key.is_final
         and (not key.is_tiled or (key.tiledepth <= 1 and key.tilewidth == nx))
-        and all(o + c == o2 for o, c, o2 in zip(offsets, counts, offsets[1:]))
+        and all(o + c == o2 for o, c, o2 in zip(offsets, counts, offsets[1:], strict=False))
         and sum(counts) >= depth * ny * nx * itemsize
     )
     if contiguous:
@@ -137,11 +133,9 @@ def _read_page_region(
     decode = key.decode
     for i in indices:
         offset, count = offsets[i], counts[i]
-        data = None
-        if offset > 0 and count > 0:
-            data = _read_exact(fh, lock, offset, count, path, f"{what} {i}")
+        encoded = _read_exact(fh, lock, offset, count, path, f"{what} {i}") if offset > 0 and count > 0 else None
         try:
-            segment, (_, sd, sy, sx, _), seg_shape = decode(data, i, **decodeargs)
+            segment, (_, sd, sy, sx, _), seg_shape = decode(encoded, i, **decodeargs)
         except Exception as e:
             raise SourceError(f"{path}: cannot decode {what} {i} ({e})") from e
         a0, a1 = max(sd, d0), min(sd + seg_shape[0], d1)
@@ -194,7 +188,7 @@ class TiffStackSource(Source):
         with _open_tiff(first) as tf:
             page = _plane_page(tf, first)
             ny, nx = int(page.imagelength), int(page.imagewidth)
-            dtype = _check_dtype(page.dtype, first)
+            dtype = check_dtype(page.dtype, first)
         if ny <= 0 or nx <= 0:
             raise SourceError(f"{first}: empty plane of shape (y, x) = ({ny}, {nx})")
         self.shape = (len(self.files), ny, nx)
@@ -232,7 +226,7 @@ class TiffStackSource(Source):
                     f"{path}: plane z={z} has dtype {page.dtype.name}; expected {self.dtype.name} "
                     f"like the first plane {self.files[0]}"
                 )
-            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
             size = tf.filehandle.size
             if end > size:
                 raise SourceError(
@@ -273,7 +267,7 @@ def _stack_files(pattern: str) -> list[str]:
         names = [
             os.path.join(pattern, name)
             for name in os.listdir(pattern)
-            if name.lower().endswith(_TIFF_EXTS)
+            if name.lower().endswith(TIFF_EXTS)
         ]
         files = [p for p in names if os.path.isfile(p)]
         if not files:
@@ -362,7 +356,7 @@ class Tiff3DSource(Source):
             )
         if not axes.endswith("YX"):
             raise SourceError(f"{path}: unsupported axes {axes} (shape {shape}); expected ...YX")
-        lead = [(a, n) for a, n in zip(axes[:-2], shape[:-2]) if n != 1]
+        lead = [(a, n) for a, n in zip(axes[:-2], shape[:-2], strict=True) if n != 1]
         if not lead:
             raise SourceError(
                 f"{path}: is a 2D image of shape (y, x) = {shape[-2:]}; expected a 3D "
@@ -373,7 +367,7 @@ class Tiff3DSource(Source):
                 f"{path}: has axes {axes} and shape {shape}; expected a single channel "
                 "with one z axis (export one channel, one time point)"
             )
-        dtype = _check_dtype(s.dtype, path)
+        dtype = check_dtype(s.dtype, path)
         zyx = (lead[0][1], shape[-2], shape[-1])
         key = s.keyframe
         if s.dataoffset is None:

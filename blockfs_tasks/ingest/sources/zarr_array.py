@@ -12,23 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from ...core.optional import require
 from ..errors import SourceError
-from .base import Source, _check_dtype, _ext, _is_volume, _volume_shape
+from .base import Source, check_dtype, extension, is_volume, volume_shape
 
 logger = logging.getLogger(__name__)
 
-_ZARR_KEY = re.compile(r"^(?P<path>.+?\.zarr)/?:(?P<key>.*)$", re.IGNORECASE)
+ZARR_KEY = re.compile(r"^(?P<path>.+?\.zarr)/?:(?P<key>.*)$", re.IGNORECASE)
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
-
-
-def _import_zarr() -> Any:
-    try:
-        import zarr
-    except ImportError as e:
-        raise ImportError(
-            "install zarr>=3 (pip install 'blockfs_tasks[zarr]') to read zarr sources"
-        ) from e
-    return zarr
 
 
 class ZarrSource(Source):
@@ -48,7 +39,7 @@ class ZarrSource(Source):
         return f"array {self.key!r}" if self.key else ""
 
     def _probe(self) -> tuple[Any, str | None, tuple[int, int, int], np.dtype, int]:
-        zarr = _import_zarr()
+        zarr = require("zarr", extra="zarr", purpose="Reading a zarr source")
         path, key = self.path, self.key
         if not os.path.isdir(path):
             raise SourceError(f"{path}: no such zarr store (folder)")
@@ -59,7 +50,7 @@ class ZarrSource(Source):
         if isinstance(node, zarr.Group):
             arrays = [
                 (name, a) for name, a in node.members(max_depth=None)
-                if isinstance(a, zarr.Array) and _is_volume(a.shape)
+                if isinstance(a, zarr.Array) and is_volume(a.shape)
             ]
             listed = ", ".join(f"{n} {a.shape}" for n, a in arrays) or "none"
             if key:
@@ -83,8 +74,8 @@ class ZarrSource(Source):
         elif key:
             raise SourceError(f"{path}: is a zarr array, not a group; drop ':{key}'")
         where = f"{path}:{key}" if key else path
-        zyx, lead = _volume_shape(node.shape, where)
-        dtype = _check_dtype(node.dtype, where)
+        zyx, lead = volume_shape(node.shape, where)
+        dtype = check_dtype(node.dtype, where)
         return node, key, zyx, dtype, lead
 
     def _handle(self) -> Any:
@@ -105,7 +96,8 @@ class ZarrSource(Source):
         return np.asarray(data)
 
 
-def _is_zarr_dir(path: str) -> bool:
-    return _ext(path) == ".zarr" or any(
+def is_zarr_dir(path: str) -> bool:
+    """True if the folder ``path`` is a zarr store: named ``*.zarr`` or holding zarr metadata."""
+    return extension(path) == ".zarr" or any(
         os.path.exists(os.path.join(path, m)) for m in _ZARR_MARKERS
     )
