@@ -23,9 +23,10 @@ one batch into any writer with ``write_block(block, x, y, z)`` (a
 :class:`~blockfs_tasks.core.Directory`), and :func:`build_pyramid` runs it all in
 one process. This package never imports luigi.
 
-Where things are: :mod:`.planning` (levels, level specs, batches of blocks),
-:mod:`.reduce` (mean / mode downsampling of arrays and blocks), :mod:`.layout`
-(the :class:`Pyramid` folder, its ``info``, level 0 placement) and
+Where things are: :mod:`.planning` (levels, level specs, batches of blocks;
+pure arithmetic), :mod:`.reduce` (mean / mode downsampling of arrays and
+blocks), :mod:`.layout` (the :class:`Pyramid` folder, its ``info``, level 0
+placement, the batches of a planned level) and
 :mod:`.build` (:func:`build_level`, :func:`build_pyramid`). Every public name
 is importable from ``blockfs_tasks.pyramid``.
 """
@@ -40,9 +41,11 @@ from .layout import (
     LEVEL_FILE,
     Pyramid,
     is_pyramid,
+    level_batches,
     place_level0,
     plan_pyramid,
     prepare_pyramid,
+    pyramid_blocks,
     write_pyramid_info,
 )
 from .planning import (
@@ -50,12 +53,10 @@ from .planning import (
     MODES,
     XYZ,
     Level,
-    level_batches,
     level_key,
     level_spec,
     plan_downsample_batches,
     plan_levels,
-    pyramid_blocks,
 )
 from .reduce import (
     REDUCERS,

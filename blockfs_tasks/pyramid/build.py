@@ -14,8 +14,8 @@ from ..core.blockfile import fragment_name
 from ..core.directory import volume_files
 from ..core.errors import FormatError, VolumeExistsError
 from ..core.format import VolumeSpec, read_directory
-from .layout import INFO_NAME, Pyramid, plan_pyramid, prepare_pyramid, write_pyramid_info
-from .planning import level_batches, level_spec
+from .layout import INFO_NAME, Pyramid, level_batches, plan_pyramid, prepare_pyramid, write_pyramid_info
+from .planning import level_spec
 from .reduce import downsample_batch
 
 logger = logging.getLogger(__name__)

@@ -2,24 +2,29 @@
 
 :func:`plan_pyramid` decides where every level goes, :func:`prepare_pyramid`
 makes the folders and puts level 0 in place, and :func:`write_pyramid_info`
-publishes the ``info`` that marks a pyramid complete.
+publishes the ``info`` that marks a pyramid complete; :func:`level_batches`
+and :func:`pyramid_blocks` cut a planned pyramid's levels into batches of blocks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..core.atomic import fsync_folder, write_atomically
 from ..core.directory import Directory, resolve_block_path
 from ..core.errors import ConfigurationError, FormatError, MissingFileError
-from ..core.format import read_directory
-from .planning import MODES, XYZ, Level, plan_levels
+from ..core.format import VolumeSpec, read_directory
+from ..core.grid import BlockGrid
+from .planning import MODES, XYZ, Level, plan_downsample_batches, plan_levels
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class Pyramid:
                     "factors": list(level.factors_xyz),
                     "blockfs": path,
                 }
-                for level, path in zip(self.levels, self.paths)
+                for level, path in zip(self.levels, self.paths, strict=True)
             ],
         }
 
@@ -93,25 +98,20 @@ class Pyramid:
                 raise FormatError(f"{path}: '@type' is {info.get('@type')!r}, expected 'blockfs_pyramid'")
             levels, paths, previous = [], [], (1, 1, 1)
             for scale in info["scales"]:
-                factors = tuple(int(f) for f in scale["factors"])
-                step = tuple(f // p for f, p in zip(factors, previous))
-                levels.append(
-                    Level(
-                        str(scale["key"]),
-                        factors,  # type: ignore[arg-type]
-                        step,  # type: ignore[arg-type]
-                        tuple(int(v) for v in scale["size"]),  # type: ignore[arg-type]
-                        tuple(float(v) for v in scale["resolution"]),  # type: ignore[arg-type]
-                    )
-                )
+                fx, fy, fz = (int(f) for f in scale["factors"])
+                sx, sy, sz = (f // p for f, p in zip((fx, fy, fz), previous, strict=True))
+                ex, ey, ez = (int(v) for v in scale["size"])
+                rx, ry, rz = (float(v) for v in scale["resolution"])
+                levels.append(Level(str(scale["key"]), (fx, fy, fz), (sx, sy, sz), (ex, ey, ez), (rx, ry, rz)))
                 paths.append(str(scale["blockfs"]))
-                previous = factors
+                previous = (fx, fy, fz)
+            bx, by, bz = (int(v) for v in info["scales"][0]["chunk_sizes"][0])
             return cls(
                 folder,
                 tuple(levels),
                 tuple(paths),
                 str(info["data_type"]),
-                tuple(int(v) for v in info["scales"][0]["chunk_sizes"][0]),  # type: ignore[arg-type]
+                (bx, by, bz),
                 str(info.get("type", "image")),
                 str(info.get("downsampling", "mean")),
             )
@@ -205,3 +205,15 @@ def write_pyramid_info(pyramid: Pyramid) -> str:
     path = os.path.join(pyramid.folder, INFO_NAME)
     write_atomically(path, [json.dumps(pyramid.to_info(), indent=1).encode("utf-8")])
     return path
+
+
+def level_batches(pyramid: Pyramid, i: int, blocks_per_batch: int) -> list[list[XYZ]]:
+    """Batches of block origins of level ``i`` (>= 1), ``blocks_per_batch`` blocks or fewer each."""
+    grid = BlockGrid(pyramid.levels[i].extent_xyz, pyramid.block_xyz)
+    spec = VolumeSpec(grid, np.dtype(pyramid.dtype))
+    return plan_downsample_batches(spec, math.ceil(grid.n_blocks / blocks_per_batch))
+
+
+def pyramid_blocks(pyramid: Pyramid) -> int:
+    """Number of block positions of every level above level 0 (for progress bars)."""
+    return sum(BlockGrid(level.extent_xyz, pyramid.block_xyz).n_blocks for level in pyramid.levels[1:])

@@ -6,20 +6,15 @@ unless a name says ``zyx``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
+from ..core.checks import check_optional_positive, check_positive
 from ..core.codec import BlockCodec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
-
-if TYPE_CHECKING:
-    from .layout import Pyramid
 
 MODES = ("mean", "mode")
 
@@ -45,13 +40,16 @@ def level_key(factors_xyz: Sequence[int]) -> str:
     return "_".join(str(int(f)) for f in factors_xyz)
 
 
-def _check_xyz(name: str, values: Sequence[Any], kind: type = int) -> tuple:
+def check_xyz(name: str, values: Sequence[Any], kind: type = int) -> tuple[Any, ...]:
+    """``values`` as three positive ``kind`` (int or float) in XYZ order, else ConfigurationError."""
     try:
         out = tuple(kind(v) for v in values)
     except (TypeError, ValueError) as e:
         raise ConfigurationError(f"Expected {name} as three numbers (x, y, z). Got {values!r} instead.") from e
     if len(out) != 3 or any(not v > 0 for v in out) or any(kind(v) != v for v in values):
-        raise ConfigurationError(f"Expected {name} as three positive {kind.__name__}s (x, y, z). Got {values!r} instead.")
+        raise ConfigurationError(
+            f"Expected {name} as three positive {kind.__name__}s (x, y, z). Got {values!r} instead."
+        )
     return out
 
 
@@ -59,9 +57,10 @@ def _auto_step(extent_xyz: XYZ, resolution_nm_xyz: tuple[float, ...]) -> XYZ:
     """2 on each axis that can shrink, but 1 on axes much coarser than the finest one."""
     movable = [i for i in range(3) if extent_xyz[i] > 1]
     finest = min(resolution_nm_xyz[i] for i in movable)
-    return tuple(  # type: ignore[return-value]
+    sx, sy, sz = (
         2 if i in movable and resolution_nm_xyz[i] <= ANISOTROPY_THRESHOLD * finest else 1 for i in range(3)
     )
+    return sx, sy, sz
 
 
 def plan_levels(
@@ -93,13 +92,12 @@ def plan_levels(
     """
     if len(tuple(shape_zyx)) != 3:
         raise ConfigurationError(f"Expected a shape (z, y, x). Got {shape_zyx!r} instead.")
-    extent = _check_xyz("a shape", tuple(reversed(tuple(shape_zyx))))
-    block = _check_xyz("block sizes", block_xyz)
-    resolution = _check_xyz("resolutions (nm)", resolution_nm_xyz, float)
-    if max_levels is not None and (isinstance(max_levels, bool) or int(max_levels) < 1):
-        raise ConfigurationError(f"Expected max_levels >= 1. Got {max_levels!r} instead.")
-    steps = None if factors is None else [_check_xyz(f"factors of level {i + 1}", f) for i, f in enumerate(factors)]
-    levels = [Level(level_key((1, 1, 1)), (1, 1, 1), (1, 1, 1), extent, resolution)]  # type: ignore[arg-type]
+    extent = check_xyz("a shape", tuple(reversed(tuple(shape_zyx))))
+    block = check_xyz("block sizes", block_xyz)
+    resolution = check_xyz("resolutions (nm)", resolution_nm_xyz, float)
+    max_levels = check_optional_positive(max_levels, "max_levels")
+    steps = None if factors is None else [check_xyz(f"factors of level {i + 1}", f) for i, f in enumerate(factors)]
+    levels = [Level(level_key((1, 1, 1)), (1, 1, 1), (1, 1, 1), extent, resolution)]
     while max_levels is None or len(levels) < max_levels:
         last = levels[-1]
         if steps is not None:
@@ -107,19 +105,13 @@ def plan_levels(
                 break
             step = steps[len(levels) - 1]
         else:
-            if all(e <= b for e, b in zip(last.extent_xyz, block)):
+            if all(e <= b for e, b in zip(last.extent_xyz, block, strict=True)):
                 break
             step = _auto_step(last.extent_xyz, last.resolution_nm_xyz)
-        factors_xyz = tuple(f * s for f, s in zip(last.factors_xyz, step))
-        levels.append(
-            Level(
-                level_key(factors_xyz),
-                factors_xyz,  # type: ignore[arg-type]
-                step,  # type: ignore[arg-type]
-                tuple(-(-e // s) for e, s in zip(last.extent_xyz, step)),  # type: ignore[arg-type]
-                tuple(r * f for r, f in zip(resolution, factors_xyz)),  # type: ignore[arg-type]
-            )
-        )
+        fx, fy, fz = (f * s for f, s in zip(last.factors_xyz, step, strict=True))
+        ex, ey, ez = (-(-e // s) for e, s in zip(last.extent_xyz, step, strict=True))
+        rx, ry, rz = (r * f for r, f in zip(resolution, (fx, fy, fz), strict=True))
+        levels.append(Level(level_key((fx, fy, fz)), (fx, fy, fz), step, (ex, ey, ez), (rx, ry, rz)))
     if len({level.key for level in levels}) < len(levels):
         raise ConfigurationError(f"Two levels have the same factors: {[level.key for level in levels]}")
     return levels
@@ -155,20 +147,8 @@ def plan_downsample_batches(spec_next: VolumeSpec, target_batches: int) -> list[
     Batches are runs of consecutive block positions (x fastest, then y, z), so
     each batch reads a compact slab of the level below. No batch is empty.
     """
-    if isinstance(target_batches, bool) or int(target_batches) < 1:
-        raise ConfigurationError(f"Expected target_batches >= 1. Got {target_batches!r} instead.")
+    target_batches = check_positive(target_batches, "target_batches")
     origins = list(spec_next.grid.origins())
-    n = min(int(target_batches), len(origins))
+    n = min(target_batches, len(origins))
     bounds = [len(origins) * i // n for i in range(n + 1)]
     return [origins[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-
-def level_batches(pyramid: Pyramid, i: int, blocks_per_batch: int) -> list[list[XYZ]]:
-    """Batches of block origins of level ``i`` (>= 1), ``blocks_per_batch`` blocks or fewer each."""
-    grid = BlockGrid(pyramid.levels[i].extent_xyz, pyramid.block_xyz)
-    return plan_downsample_batches(VolumeSpec(grid, np.dtype(pyramid.dtype)), math.ceil(grid.n_blocks / blocks_per_batch))
-
-
-def pyramid_blocks(pyramid: Pyramid) -> int:
-    """Number of block positions of every level above level 0 (for progress bars)."""
-    return sum(BlockGrid(level.extent_xyz, pyramid.block_xyz).n_blocks for level in pyramid.levels[1:])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..core.directory import Directory
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.parallel import bounded_map
-from .planning import MODES, XYZ, _check_xyz
+from .planning import MODES, XYZ, check_xyz
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,13 @@ def _offsets(step_zyx: tuple[int, int, int]) -> list[tuple[int, int, int]]:
 
 def _padded(region: np.ndarray, step_zyx: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
     """``region`` zero-padded to whole windows, and the output shape."""
-    out_shape = tuple(-(-n // s) for n, s in zip(region.shape, step_zyx))
-    full = tuple(o * s for o, s in zip(out_shape, step_zyx))
+    oz, oy, ox = (-(-n // s) for n, s in zip(region.shape, step_zyx, strict=True))
+    full = (oz * step_zyx[0], oy * step_zyx[1], ox * step_zyx[2])
     if full == region.shape:
-        return region, out_shape  # type: ignore[return-value]
+        return region, (oz, oy, ox)
     padded = np.zeros(full, region.dtype)
     padded[: region.shape[0], : region.shape[1], : region.shape[2]] = region
-    return padded, out_shape  # type: ignore[return-value]
+    return padded, (oz, oy, ox)
 
 
 def _views(a: np.ndarray, step_zyx: tuple[int, int, int]) -> list[np.ndarray]:
@@ -51,11 +51,15 @@ def _views(a: np.ndarray, step_zyx: tuple[int, int, int]) -> list[np.ndarray]:
     return [a[dz::sz, dy::sy, dx::sx] for dz, dy, dx in _offsets(step_zyx)]
 
 
-def _valid(shape: tuple[int, ...], step_zyx: tuple[int, int, int], out_shape: tuple[int, int, int]) -> list[np.ndarray | bool]:
+def _valid(
+    shape: tuple[int, ...], step_zyx: tuple[int, int, int], out_shape: tuple[int, int, int]
+) -> list[np.ndarray | bool]:
     """Per window offset, which windows hold that voxel (True: all of them)."""
-    out = []
+    out: list[np.ndarray | bool] = []
     for dz, dy, dx in _offsets(step_zyx):
-        masks = [np.arange(o) * s + d < n for o, s, d, n in zip(out_shape, step_zyx, (dz, dy, dx), shape)]
+        masks = [
+            np.arange(o) * s + d < n for o, s, d, n in zip(out_shape, step_zyx, (dz, dy, dx), shape, strict=True)
+        ]
         if all(m.all() for m in masks):
             out.append(True)
         else:
@@ -63,9 +67,11 @@ def _valid(shape: tuple[int, ...], step_zyx: tuple[int, int, int], out_shape: tu
     return out
 
 
-def _window_counts(region_shape: tuple[int, ...], step_zyx: tuple[int, int, int], out_shape: tuple[int, int, int]) -> np.ndarray:
+def _window_counts(
+    region_shape: tuple[int, ...], step_zyx: tuple[int, int, int], out_shape: tuple[int, int, int]
+) -> np.ndarray:
     """Voxels of the region in each window (fewer than a full window at the far edges)."""
-    per_axis = [np.minimum(s, n - np.arange(o) * s) for n, s, o in zip(region_shape, step_zyx, out_shape)]
+    per_axis = [np.minimum(s, n - np.arange(o) * s) for n, s, o in zip(region_shape, step_zyx, out_shape, strict=True)]
     return per_axis[0][:, None, None] * per_axis[1][None, :, None] * per_axis[2][None, None, :]
 
 
@@ -82,15 +88,19 @@ def downsample_mean(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
     Integers are rounded half up (exactly, also for 64-bit values); floats
     are averaged in float64.
     """
-    step: tuple[int, int, int] = tuple(int(s) for s in step_zyx)  # type: ignore[assignment]
+    sz, sy, sx = (int(s) for s in step_zyx)
+    step = (sz, sy, sx)
     padded, out_shape = _padded(region, step)  # zeros add nothing to the sums
     counts = _window_counts(region.shape, step, out_shape)
     dtype = region.dtype
+    result: np.ndarray
     if dtype.kind == "f":
-        return (_sum(_views(padded, step), np.float64) / counts).astype(dtype)
+        result = (_sum(_views(padded, step), np.float64) / counts).astype(dtype)
+        return result
     if dtype.itemsize < 8:
         total = _sum(_views(padded, step), np.int64)
-        return ((total + counts // 2) // counts).astype(dtype)
+        result = ((total + counts // 2) // counts).astype(dtype)
+        return result
     # 64-bit integers: sums may need 67 bits. Shift signed values to unsigned
     # (flip the sign bit: an order-preserving shift by 2**63), split each value
     # into 32-bit halves, and divide the high sum first.
@@ -107,7 +117,8 @@ def downsample_mean(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
     mean = (q_hi << np.uint64(32)) + ((r_hi << np.uint64(32)) + lo + c // np.uint64(2)) // c
     if dtype.kind == "i":
         mean ^= np.uint64(1 << 63)
-    return mean.view(dtype)
+    result = mean.view(dtype)
+    return result
 
 
 def downsample_mode(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
@@ -118,7 +129,8 @@ def downsample_mode(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
     windows of w voxels, 64 for 2x2x2); the mode is the smallest value among
     those with the largest count. Edge windows count only the voxels they hold.
     """
-    step: tuple[int, int, int] = tuple(int(s) for s in step_zyx)  # type: ignore[assignment]
+    sz, sy, sx = (int(s) for s in step_zyx)
+    step = (sz, sy, sx)
     padded, out_shape = _padded(region, step)
     views = [np.ascontiguousarray(v) for v in _views(padded, step)]
     valid = _valid(region.shape, step, out_shape)
@@ -142,7 +154,7 @@ def downsample_mode(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
     else:
         never = np.array(np.iinfo(region.dtype).max, region.dtype)
     mode = np.full(out_shape, never, region.dtype)
-    for vk, count in zip(views, counts):
+    for vk, count in zip(views, counts, strict=True):
         np.minimum(mode, np.where(count == best, vk, never), out=mode)
     return mode
 
@@ -163,10 +175,13 @@ def _step_of(spec_next: VolumeSpec, step_xyz: Sequence[int] | None) -> XYZ:
                 "the level's spec has no metadata['pyramid']['step_xyz'] (make it with level_spec) "
                 "and no step_xyz was given"
             ) from e
-    return _check_xyz("downsampling steps", step_xyz)  # type: ignore[return-value]
+    sx, sy, sz = check_xyz("downsampling steps", step_xyz)
+    return sx, sy, sz
 
 
-def downsample_block(src: Directory, spec_next: VolumeSpec, origin_xyz: XYZ, step_xyz: XYZ, mode: str) -> np.ndarray | None:
+def downsample_block(
+    src: Directory, spec_next: VolumeSpec, origin_xyz: XYZ, step_xyz: XYZ, mode: str
+) -> np.ndarray | None:
     """The block of the next level at ``origin_xyz``, or None when its source blocks are all absent."""
     x, y, z = origin_xyz
     sx, sy, sz = step_xyz
@@ -217,7 +232,7 @@ def downsample_batch(
     if mode not in MODES:
         raise ConfigurationError(f"Invalid downsampling mode {mode!r}; expected one of {MODES}")
     step = _step_of(spec_next, step_xyz)
-    expected = tuple(-(-e // s) for e, s in zip(src.grid.extent_xyz, step))
+    expected = tuple(-(-e // s) for e, s in zip(src.grid.extent_xyz, step, strict=True))
     if expected != spec_next.grid.extent_xyz:
         raise ConfigurationError(
             f"{src.directory_filename}: extent (x, y, z) {src.grid.extent_xyz} downsampled by {step} "
@@ -228,7 +243,7 @@ def downsample_batch(
         spec_next.grid.check_origin(*o)
 
     def compute(origin: tuple[int, ...]) -> tuple[np.ndarray | None, tuple[int, ...]]:
-        return downsample_block(src, spec_next, origin, step, mode), origin  # type: ignore[arg-type]
+        return downsample_block(src, spec_next, cast(XYZ, origin), step, mode), origin  # checked above
 
     written = 0
     for block, (x, y, z) in bounded_map(compute, origins, n_threads):

@@ -47,14 +47,14 @@ def write_volume(path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], 
 
 def windows(a: np.ndarray, step_zyx: tuple[int, int, int]):  # type: ignore[no-untyped-def]
     """(output index, window values) for every window, edge windows cut short: the reference."""
-    out_shape = tuple(-(-n // s) for n, s in zip(a.shape, step_zyx))
+    out_shape = tuple(-(-n // s) for n, s in zip(a.shape, step_zyx, strict=True))
     for idx in np.ndindex(*out_shape):
-        sl = tuple(slice(i * s, (i + 1) * s) for i, s in zip(idx, step_zyx))
+        sl = tuple(slice(i * s, (i + 1) * s) for i, s in zip(idx, step_zyx, strict=True))
         yield idx, a[sl].ravel()
 
 
 def reference_mean(a: np.ndarray, step_zyx: tuple[int, int, int]) -> np.ndarray:
-    out = np.empty(tuple(-(-n // s) for n, s in zip(a.shape, step_zyx)), a.dtype)
+    out = np.empty(tuple(-(-n // s) for n, s in zip(a.shape, step_zyx, strict=True)), a.dtype)
     for idx, w in windows(a, step_zyx):
         if a.dtype.kind == "f":
             out[idx] = np.mean(w.astype(np.float64))
@@ -65,7 +65,7 @@ def reference_mean(a: np.ndarray, step_zyx: tuple[int, int, int]) -> np.ndarray:
 
 
 def reference_mode(a: np.ndarray, step_zyx: tuple[int, int, int]) -> np.ndarray:
-    out = np.empty(tuple(-(-n // s) for n, s in zip(a.shape, step_zyx)), a.dtype)
+    out = np.empty(tuple(-(-n // s) for n, s in zip(a.shape, step_zyx, strict=True)), a.dtype)
     for idx, w in windows(a, step_zyx):
         counts = Counter(w.tolist())
         best = max(counts.values())
@@ -91,7 +91,7 @@ def test_anisotropic_voxels_are_not_downsampled_in_z_until_near_isotropic() -> N
     assert plan_levels((200, 2048, 2048), (64, 64, 64), (1, 1, 1.4))[1].step_xyz == (2, 2, 2)
     assert plan_levels((200, 2048, 2048), (64, 64, 64), (1, 1, 1.6))[1].step_xyz == (2, 2, 1)
     last = levels[-1]
-    assert all(e <= b for e, b in zip(last.extent_xyz, (64, 64, 32)))
+    assert all(e <= b for e, b in zip(last.extent_xyz, (64, 64, 32), strict=True))
 
 
 def test_an_axis_of_extent_one_stops_and_the_others_go_on() -> None:
@@ -331,7 +331,10 @@ def test_pyramid_command(tmp_path: Path, level0: tuple, capsys: pytest.CaptureFi
 
     src, _ = level0
     out = tmp_path / "cmd"
-    argv = [src.directory_filename, str(out), "--resolution", "1", "1", "3", "--factors", "2,2,1", "--factors", "2,2,2", "--silent"]
+    argv = [
+        src.directory_filename, str(out), "--resolution", "1", "1", "3", "--factors", "2,2,1", "--factors", "2,2,2",
+        "--silent",
+    ]
     assert pyramid_main(argv) == 0
     assert "4_4_2" in capsys.readouterr().out
     assert [s["key"] for s in json.loads((out / "info").read_text())["scales"]] == ["1_1_1", "2_2_1", "4_4_2"]
