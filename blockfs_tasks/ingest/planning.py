@@ -1,6 +1,7 @@
-"""The batch planner: divides a volume into batches of blocks for Luigi tasks.
+"""The batch planner: divides a volume into batches of blocks, one per writer (a Luigi task, a job).
 
-Pure functions, no luigi, no IO. A *unit* is one z row of blocks restricted to
+Pure functions, no luigi, no IO. :func:`plan_volume` turns a source into the
+volume's spec; :func:`plan_batches` splits its blocks. A *unit* is one z row of blocks restricted to
 a band of y block rows (all of x): it is what one task holds in memory at a
 time, so ``band_rows`` is chosen to keep a unit under the memory budget however
 wide the planes. A *batch* is a run of consecutive units, written by one task
@@ -12,11 +13,17 @@ are whole rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..core.codec import BlockCodec
 from ..core.errors import ConfigurationError
+from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,16 @@ class BatchPlan:
             "stop_unit": min(self.n_units, first + self.units_per_batch),
             "band_rows": self.band_rows,
         }
+
+
+def plan_volume(source: Source, block_xyz: Sequence[int], codec: BlockCodec | None = None) -> VolumeSpec:
+    """The volume ``source`` becomes: its shape and dtype, blocks of ``block_xyz`` voxels (XYZ order), ``codec``.
+
+    Reads nothing: an open source already knows its shape and dtype.
+    """
+    z, y, x = source.shape
+    bx, by, bz = block_xyz
+    return VolumeSpec(BlockGrid((x, y, z), (bx, by, bz)), source.dtype, codec or BlockCodec())
 
 
 def plan_batches(

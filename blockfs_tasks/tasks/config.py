@@ -13,11 +13,21 @@ import luigi
 class blockfs(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
     """Format of the volumes the pipeline writes."""
 
-    block_size = luigi.IntParameter(default=64, description="Block edge in voxels, x and y (and z unless z_block_size).")
+    block_size = luigi.IntParameter(
+        default=64,
+        description="Block edge in voxels, x and y (and z unless z_block_size).",
+    )
     z_block_size = luigi.IntParameter(default=0, description="Block size in z; 0 = same as block_size.")
-    compression = luigi.Parameter(default="zstd", description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib (snappy only where Blosc was built with it).")
+    compression = luigi.Parameter(
+        default="zstd",
+        description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib "
+        "(snappy only where Blosc was built with it).",
+    )
     compression_level = luigi.IntParameter(default=5, description="Blosc compression level, 0-9.")
-    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Blosc byte shuffle.")
+    shuffle = luigi.BoolParameter(
+        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Blosc byte shuffle.",
+    )
     io_resource = luigi.Parameter(
         default="",
         description="A [resources] name that IO-heavy tasks (batches, export slabs) take one of, so the "
@@ -34,16 +44,29 @@ def io_resources() -> dict[str, int]:
 class ingest(luigi.Config):  # noqa: N801
     """How ingest is split into tasks and how much each task may hold."""
 
-    target_tasks = luigi.IntParameter(default=1000, description="Upper bound on the number of batch tasks of one volume.")
-    min_tasks = luigi.IntParameter(default=32, description="Split a small volume into at least this many batches (if it has the block rows), so the workers finish together.")
+    target_tasks = luigi.IntParameter(
+        default=1000,
+        description="Upper bound on the number of batch tasks of one volume.",
+    )
+    min_tasks = luigi.IntParameter(
+        default=32,
+        description="Split a small volume into at least this many batches (if it has the block rows), so the "
+        "workers finish together.",
+    )
     memory_budget_mb = luigi.IntParameter(default=1024, description="Raw data one batch task holds at a time, in MiB.")
-    threads = luigi.IntParameter(default=1, description="Compression threads per batch task (use 1 with --workers N >= cores).")
+    threads = luigi.IntParameter(
+        default=1,
+        description="Compression threads per batch task (use 1 with --workers N >= cores).",
+    )
 
 
 class export(luigi.Config):  # noqa: N801
     """How exports are split into checkpointed slabs."""
 
-    slab_planes = luigi.IntParameter(default=0, description="Planes per export task, rounded up to whole z rows of blocks; 0 = one z row.")
+    slab_planes = luigi.IntParameter(
+        default=0,
+        description="Planes per export task, rounded up to whole z rows of blocks; 0 = one z row.",
+    )
     threads = luigi.IntParameter(default=1, description="Threads per export task.")
     memory_budget_mb = luigi.IntParameter(default=1024, description="Memory one export task may hold, in MiB.")
     mpi_ranks = luigi.IntParameter(default=2, description="MPI ranks of an HDF5 slab (mpiexec -n); 1 = no mpiexec.")

@@ -4,6 +4,8 @@
 (:mod:`blockfs_tasks.ingest.planning`), requires one ``WriteBlockBatch`` per batch
 and merges their fragments. Each task's target is its checkpoint, published
 only once its work is durable, so a killed run restarts where it stopped.
+The work itself is :mod:`blockfs_tasks.ingest` (usable without luigi); these
+tasks name its inputs and targets.
 
 A user pipeline writes straight into blockfs by subclassing
 :class:`BlockBatchTask` (compute the blocks of one batch) and
@@ -20,16 +22,16 @@ from typing import Any
 
 import luigi
 import numpy as np
+from luigi.freezing import recursively_unfreeze
 
 from ..core.atomic import sweep_temporaries
-from ..core.batch import BatchWriter, build_directory
+from ..core.batch import build_directory
 from ..core.codec import BlockCodec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
-from ..core.grid import BlockGrid
-from ..ingest.errors import SourceError
-from ..ingest.planning import BatchPlan, blocks_of_unit, plan_batches
-from ..ingest.sources import check_extent, open_source
+from ..ingest.planning import BatchPlan, plan_batches, plan_volume
+from ..ingest.sources import Source, check_extent, open_source
+from ..ingest.write import batch_blocks, write_batch_blocks
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
 from .targets import BatchTarget, VolumeTarget
@@ -48,7 +50,7 @@ class BlockBatchTask(luigi.Task):
     dest = luigi.PathParameter(description="Directory file of the volume being written.")
     batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
 
-    threads = 1
+    n_threads = 1  # threads compressing blocks
     _progress: TaskProgress | None = None  # set when run() starts
 
     @property
@@ -86,9 +88,7 @@ class BlockBatchTask(luigi.Task):
     def run(self) -> None:
         dest = os.path.abspath(self.dest)
         self._progress = TaskProgress(self, f"batch {self.batch}: starting")
-        sweep_temporaries(f"{dest}.{self.batch}")
-        with BatchWriter(dest, self.volume_spec(), self.batch, self.batch_extent()) as writer:
-            n = writer.write_blocks(self.blocks(), self.threads)
+        n = write_batch_blocks(dest, self.volume_spec(), self.batch, self.blocks(), self.batch_extent(), self.n_threads)
         self._progress.finish(f"{n} blocks written")
         logger.info("%s: batch %d wrote %d blocks", dest, self.batch, n)
 
@@ -126,11 +126,6 @@ class BuildVolume(luigi.Task):
         progress.finish(f"{n} blocks indexed")
 
 
-def _volume_spec(shape_zyx: tuple[int, ...], dtype: np.dtype, block_xyz: tuple[int, int, int], codec: BlockCodec) -> VolumeSpec:
-    z, y, x = shape_zyx
-    return VolumeSpec(BlockGrid((x, y, z), block_xyz), dtype, codec)
-
-
 #: Keywords of a parameter the planner sets: out of the task id and log lines (insignificant) and
 #: of the UI (hidden). Not private: luigi rebuilds dynamic dependencies from these values.
 _PLANNED: dict[str, Any] = {"significant": False, "visibility": luigi.parameter.ParameterVisibility.HIDDEN}
@@ -142,32 +137,31 @@ class WriteBlockBatch(BlockBatchTask):
     # The planner's choices: not part of the task id, the logs or the scheduler UI (a batch is
     # named by dest and batch); the fragment records them, so a changed plan still reruns it.
     source = luigi.Parameter(**_PLANNED, description="Source volume, as BuildDirectory's --source.")
-    shape_zyx = luigi.ListParameter(**_PLANNED, description="Shape (z, y, x) of the source, as planned; checked when the batch runs.")
-    dtype = luigi.Parameter(**_PLANNED, description="dtype of the source, as planned.")
-    block_x = luigi.IntParameter(**_PLANNED, description="Block size in x.")
-    block_y = luigi.IntParameter(**_PLANNED, description="Block size in y.")
-    block_z = luigi.IntParameter(**_PLANNED, description="Block size in z.")
-    compression = luigi.Parameter(**_PLANNED, description="Blosc compressor.")
-    compression_level = luigi.IntParameter(**_PLANNED, description="Blosc level 0-9.")
-    shuffle = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING, **_PLANNED, description="Blosc byte shuffle.")
-    band_rows = luigi.IntParameter(**_PLANNED, description="Block rows in y per unit of work (memory bound).")
-    units_per_batch = luigi.IntParameter(**_PLANNED, description="Units of work in a batch.")
-    threads = luigi.IntParameter(default=1, **_PLANNED, description="Compression threads.")
+    plan = luigi.DictParameter(
+        **_PLANNED,
+        description="The plan: 'volume' (extent, block size, dtype and codec, as the directory file's "
+        "metadata) and the batch layout 'band_rows' (block rows in y per unit of work) and "
+        "'units_per_batch'.",
+    )
+    n_threads = luigi.IntParameter(default=1, **_PLANNED, description="Compression threads.")
+
+    @staticmethod
+    def plan_of(spec: VolumeSpec, plan: BatchPlan) -> dict[str, Any]:
+        """The ``plan`` parameter of a batch of ``plan`` over the volume ``spec``."""
+        return {"volume": spec.to_dict(), "band_rows": plan.band_rows, "units_per_batch": plan.units_per_batch}
 
     @cached_property
-    def _source(self):  # type: ignore[no-untyped-def]
+    def _source(self) -> Source:
         return open_source(self.source)
 
     @cached_property
     def _spec(self) -> VolumeSpec:
         """From the parameters alone, so that ``complete()`` never opens the source."""
-        codec = BlockCodec(self.compression, self.compression_level, self.shuffle)
-        shape = tuple(self.shape_zyx)
-        return _volume_spec(shape, np.dtype(self.dtype), (self.block_x, self.block_y, self.block_z), codec)
+        return VolumeSpec.from_dict(recursively_unfreeze(self.plan["volume"]), "WriteBlockBatch plan")
 
     @cached_property
     def _plan(self) -> BatchPlan:
-        return BatchPlan(self._spec.grid, self.band_rows, self.units_per_batch)
+        return BatchPlan(self._spec.grid, self.plan["band_rows"], self.plan["units_per_batch"])
 
     def volume_spec(self) -> VolumeSpec:
         return self._spec
@@ -176,44 +170,30 @@ class WriteBlockBatch(BlockBatchTask):
         return self._plan.describe(self.batch)
 
     def blocks(self) -> Iterator[tuple[np.ndarray, int, int, int]]:
-        check_extent(self._source, tuple(self.shape_zyx))  # the source may have changed since planning
-        if np.dtype(self._source.dtype) != np.dtype(self.dtype):
-            raise SourceError(f"{self.source}: dtype is now {self._source.dtype}, planned {self.dtype}")
-        units = self._plan.units(self.batch)
-        grid = self._spec.grid
-        by = grid.block_xyz[1]
-        total = sum(-(-(unit.y1 - unit.y0) // by) for unit in units)  # block rows of the batch
-        done = 0
-        for unit in units:
-            self.report_progress(done, total, f"planes {unit.z0}-{unit.z1}, rows {unit.y0}-{unit.y1}")
-            data = self._source.read(unit.z0, unit.z1, unit.y0, unit.y1)
-            row = unit.y0
-            for x, y, z, where in blocks_of_unit(grid, unit):
-                if y != row:  # the previous block row has been taken by the writer
-                    done, row = done + 1, y
-                    self.report_progress(done, total)
-                yield data[where], x, y, z
-            done += 1
+        return batch_blocks(self._source, self._spec, self._plan, self.batch, self.report_progress)
 
 
 class BuildDirectory(BuildVolume):
     """Ingest a source into a blockfs volume: plan batches, write them, build the directory."""
 
-    source = luigi.Parameter(description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX.")
-    extent_xyz = luigi.ListParameter(default=[], description="Expected extent [x, y, z] of the source; [] = no check.")
+    source = luigi.Parameter(
+        description="Source volume: TIFF glob or folder, 3D TIFF, file.h5:dataset, .zarr, .npy or synthetic:ZxYxX."
+    )
+    extent_xyz = luigi.ListParameter(
+        default=(), description="Expected extent [x, y, z] of the source; [] = no check."
+    )
 
     @cached_property
     def _spec(self) -> VolumeSpec:
         """The planned volume: the source's shape and dtype (one header read), the [blockfs] format."""
         config = blockfs()
+        bz = config.z_block_size or config.block_size
+        codec = BlockCodec(config.compression, config.compression_level, config.shuffle)
         with open_source(self.source) as src:
             if self.extent_xyz:
                 x, y, z = self.extent_xyz
                 check_extent(src, (z, y, x))
-            shape, dtype = src.shape, src.dtype
-        bz = config.z_block_size or config.block_size
-        codec = BlockCodec(config.compression, config.compression_level, config.shuffle)
-        return _volume_spec(shape, dtype, (config.block_size, config.block_size, bz), codec)
+            return plan_volume(src, (config.block_size, config.block_size, bz), codec)
 
     @cached_property
     def _batches(self) -> list[WriteBlockBatch]:
@@ -227,15 +207,14 @@ class BuildDirectory(BuildVolume):
             spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20,
             plan_config.min_tasks,
         )
-        logger.info("%s: %d batches of %d units (%d block rows per unit)", self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows)
-        (ex, ey, ez), (bx, by, bz) = spec.grid.extent_xyz, spec.grid.block_xyz
-        codec = spec.codec
+        logger.info(
+            "%s: %d batches of %d units (%d block rows per unit)",
+            self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows,
+        )
+        planned = WriteBlockBatch.plan_of(spec, plan)
         return [
-            WriteBlockBatch(
-                dest=self.dest, batch=b, source=self.source, shape_zyx=[ez, ey, ex], dtype=spec.dtype.name,
-                block_x=bx, block_y=by, block_z=bz,
-                compression=codec.compression, compression_level=codec.level, shuffle=codec.shuffle,
-                band_rows=plan.band_rows, units_per_batch=plan.units_per_batch, threads=plan_config.threads,
+            WriteBlockBatch(  # type: ignore[call-arg]  # luigi parameters are not annotated, so not __init__ fields to mypy
+                dest=self.dest, batch=b, source=self.source, plan=planned, n_threads=plan_config.threads
             )
             for b in range(plan.n_batches)
         ]

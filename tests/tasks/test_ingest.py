@@ -63,7 +63,8 @@ def test_ingest_npy_equals_source_and_rerun_does_nothing(tmp_path: Path, small_b
 def test_luigi_volume_reads_like_a_live_api_volume(tmp_path: Path, small_blocks):
     data = volume_array((20, 33, 40), np.uint8)
     np.save(tmp_path / "src.npy", data)
-    assert build(BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "a.blockfs"))).status == LuigiStatusCode.SUCCESS
+    task = BuildDirectory(source=str(tmp_path / "src.npy"), dest=str(tmp_path / "a.blockfs"))
+    assert build(task).status == LuigiStatusCode.SUCCESS
     live = Directory(40, 33, 20, np.uint8, tmp_path / "b.blockfs", 16, 16, 16)
     live.create()
     for x, y, z in live.grid.origins():

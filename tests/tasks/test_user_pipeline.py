@@ -42,7 +42,9 @@ class BuildComputed(BuildVolume):
 
 def test_user_tasks_write_a_volume(tmp_path: Path):
     dest = tmp_path / "computed.blockfs"
-    result = luigi.build([BuildComputed(dest=str(dest))], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    result = luigi.build(
+        [BuildComputed(dest=str(dest))], local_scheduler=True, detailed_summary=True, log_level="WARNING"
+    )
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     d = Directory.open(dest)
     zz, yy, xx = np.mgrid[0:30, 0:40, 0:50]
