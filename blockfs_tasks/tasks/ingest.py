@@ -54,7 +54,7 @@ class BlockBatchTask(luigi.Task):
     _progress: TaskProgress | None = None  # set when run() starts
 
     @property
-    def resources(self) -> dict[str, int]:  # type: ignore[override]
+    def resources(self) -> dict[str, int]:  # type: ignore[override]  # luigi declares resources a plain attribute
         return io_resources()
 
     def volume_spec(self) -> VolumeSpec:
