@@ -271,7 +271,7 @@ def hdf5_main(args: argparse.Namespace) -> int:
     """blockfs2hdf <src> <dest> <name> [--compression ...] [--z0 Z --z1 Z]; under mpiexec or not."""
     from .core import Directory
     from .export.hdf5 import check_plane_range, export_hdf5, present_blocks
-    from .export.hdf5_mpi import launched_by_mpiexec, world_comm
+    from .export.hdf5_mpi import export_hdf5_mpi, launched_by_mpiexec, world_comm
 
     comm = world_comm() if launched_by_mpiexec() else None
     rank = comm.Get_rank() if comm is not None else 0
@@ -279,27 +279,22 @@ def hdf5_main(args: argparse.Namespace) -> int:
     if rank == 0 and not args.silent:
         try:  # only for the bar: export_hdf5 reports a bad volume or range on every rank alike
             d = Directory.open(args.src)
-            total = len(present_blocks(d, *check_plane_range(d.grid, args.z0, args.z1)))
+            total = len(present_blocks(d, *check_plane_range(d, args.z0, args.z1)))
         except (BlockfsError, OSError):
             total = None
     bar = _progress(total, args.silent or rank != 0, "chunk")  # type: ignore[arg-type]
     progress = _bar_callback(bar)
     if args.progress_lines and rank == 0:
         progress = _with_progress_lines(progress)
+    options = dict(
+        compression=args.compression, compression_opts=args.compression_opts, shuffle=args.shuffle,
+        z0=args.z0, z1=args.z1, n_threads=args.n_threads, progress=progress,
+    )
     try:
-        result = export_hdf5(
-            args.src,
-            args.dest,
-            args.name,
-            compression=args.compression,
-            compression_opts=args.compression_opts,
-            shuffle=args.shuffle,
-            z0=args.z0,
-            z1=args.z1,
-            n_threads=args.n_threads,
-            comm=comm,
-            progress=progress,
-        )
+        if comm is not None and comm.Get_size() > 1:
+            result = export_hdf5_mpi(comm, args.src, args.dest, args.name, **options)
+        else:
+            result = export_hdf5(args.src, args.dest, args.name, **options)
     except KeyboardInterrupt:
         if comm is None:
             raise
@@ -577,7 +572,7 @@ def _run_plane_export(
     bar = _progress(max(z1 - args.z0, 0), args.silent, "plane")
     try:
         export(
-            directory, args.output_pattern, args.z0, args.z1, n_workers=args.n_workers,
+            directory, args.output_pattern, args.z0, args.z1, n_threads=args.n_workers,
             memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET, existing=args.existing,
             progress=_bar_callback(bar, directory.shape[1] if progress_in_rows else 1), **options,
         )
@@ -591,7 +586,7 @@ def tif_main(args: argparse.Namespace) -> int:
     """blockfs2tif --input <blockfs-file> --output-pattern <pattern> [--compression 0-9]"""
     from .export.tiff import export_tiff
 
-    return _run_plane_export(args, export_tiff, progress_in_rows=True, compression=args.compression)
+    return _run_plane_export(args, export_tiff, progress_in_rows=True, level=args.compression)
 
 
 def _jp2k_parser() -> argparse.ArgumentParser:

@@ -69,20 +69,8 @@ class DestinationError(BlockfsError, OSError):
     """An export destination that cannot be created, opened or written."""
 
 
-class DatasetMismatchError(BlockfsError, ValueError):
-    """An existing destination dataset whose shape, dtype, chunks or filters differ from the export's."""
-
-
-class RemoteRankError(BlockfsError, RuntimeError):
-    """Another MPI rank of the same run failed; its message is included."""
-
-
 class OutputExistsError(BlockfsError, FileExistsError):
     """An export destination that already holds a file the export would write."""
-
-
-class UnsupportedDTypeError(BlockfsError, TypeError):
-    """A voxel dtype that an output format cannot hold without loss."""
 
 
 class MissingLibraryError(BlockfsError, ImportError):

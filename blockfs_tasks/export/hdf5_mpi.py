@@ -1,7 +1,7 @@
 """The MPI driver of the HDF5 export: every rank compresses, rank 0 also writes.
 
-Every rank calls :func:`export_hdf5_mpi` with the same arguments (through
-:func:`blockfs_tasks.export.hdf5.export_hdf5` with ``comm=``). The protocol,
+Every rank calls :func:`export_hdf5_mpi` with the same arguments (those of
+:func:`blockfs_tasks.export.hdf5.export_hdf5`, plus the communicator). The protocol,
 with ``n`` ranks and the ``N`` present blocks of the planes numbered in block
 position order:
 
@@ -40,7 +40,9 @@ keeps those waits short.
 
 MPI is never initialised by importing this module or the package: mpi4py is
 imported only by :func:`world_comm`, which the ``blockfs2hdf`` console script
-calls when it runs under ``mpiexec`` (:func:`launched_by_mpiexec`).
+calls when it runs under ``mpiexec`` (:func:`launched_by_mpiexec`), and by the
+protocol itself, which runs only with a communicator made by it. The serial
+driver (:mod:`.hdf5`) never imports this module.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
-from ..core import Directory
-from ..core.errors import RemoteRankError
-from .hdf5 import ChunkWriter, ExportJob, Hdf5ExportResult, Hdf5Filters, Progress
+from ..core.optional import require
+from .errors import RemoteRankError
+from .hdf5_chunks import Hdf5Filters
+from .hdf5_writer import ChunkWriter, ExportJob, Hdf5ExportResult
+from .planes import Progress, VolumeLike, default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +80,8 @@ def launched_by_mpiexec(environ: Mapping[str, str] | None = None) -> bool:
 
 def world_comm() -> Any:
     """``MPI.COMM_WORLD``, initialising MPI (import mpi4py only here)."""
-    try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise ImportError("install mpi4py and an MPI runtime (pip install mpi4py mpich) to run under mpiexec") from e
-    return MPI.COMM_WORLD
+    mpi = require("mpi4py.MPI", None, "Running under mpiexec (with an MPI runtime, e.g. pip install mpich)")
+    return mpi.COMM_WORLD
 
 
 def _agree(comm: Any, error: BaseException | None, stage: str, payload: Any = None) -> list[Any]:
@@ -106,18 +107,27 @@ def _credit(threads: int) -> int:
 
 def export_hdf5_mpi(
     comm: Any,
-    src: Directory | str | os.PathLike[str],
+    src: VolumeLike,
     dest: str | os.PathLike[str],
     name: str,
-    filters: Hdf5Filters,
+    *,
+    compression: str | None = "gzip",
+    compression_opts: int | None = None,
+    shuffle: bool = False,
     z0: int = 0,
     z1: int | None = None,
     n_threads: int | None = None,
     progress: Progress | None = None,
 ) -> Hdf5ExportResult:
-    """Export over the ranks of ``comm`` (every rank calls it); see the module docstring."""
+    """Export over the ranks of ``comm`` (every rank calls it); see the module docstring.
+
+    The arguments are those of :func:`~blockfs_tasks.export.hdf5.export_hdf5`;
+    ``n_threads`` is per rank (default: the cores divided among the ranks) and
+    ``progress`` is called on rank 0 only. The result is the same on every rank.
+    """
+    filters = Hdf5Filters(compression, compression_opts, shuffle)
     rank, size = comm.Get_rank(), comm.Get_size()
-    threads = max(1, n_threads or (os.cpu_count() or 1) // size)
+    threads = max(1, default_threads(n_threads) if n_threads is not None else (os.cpu_count() or 1) // size)
     start = time.perf_counter()
     job: ExportJob | None = None
     writer: ChunkWriter | None = None

@@ -56,14 +56,17 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import published, write_atomically
-from ..core.errors import ConfigurationError, MissingLibraryError, UnsupportedDTypeError
+from ..core.checks import check_int
+from ..core.errors import ConfigurationError, MissingLibraryError
+from ..core.optional import require
 from ..core.parallel import bounded_map
+from .errors import UnsupportedDTypeError
 from .planes import (
     DEFAULT_MEMORY_BUDGET,
     Progress,
     VolumeLike,
     check_pattern,
-    default_workers,
+    default_threads,
     iter_planes,
     open_volume,
     planes_to_write,
@@ -156,11 +159,11 @@ def load_glymur() -> Any:
 
 def _import_glymur() -> Any:
     """Import glymur for the first time, through a temporary glymurrc naming Pillow's library if needed."""
-    if importlib.util.find_spec("glymur") is None:
-        raise MissingLibraryError("JPEG 2000 export needs glymur: pip install glymur packaging")
+    if importlib.util.find_spec("glymur") is None:  # not installed: no need to look for OpenJPEG
+        return require("glymur", None, "JPEG 2000 export")  # raises MissingDependencyError
     bundled = None if (user_glymurrc() or system_openjp2()) else pillow_openjp2()
     if bundled is None:
-        return _import("glymur")
+        return require("glymur", None, "JPEG 2000 export")
     logger.info("using the OpenJPEG library bundled with Pillow: %s", bundled)
     with tempfile.TemporaryDirectory(prefix="blockfs-glymurrc-") as config:
         os.makedirs(os.path.join(config, "glymur"))
@@ -169,19 +172,12 @@ def _import_glymur() -> Any:
         saved = os.environ.get("XDG_CONFIG_HOME")
         os.environ["XDG_CONFIG_HOME"] = config
         try:
-            return _import("glymur")
+            return require("glymur", None, "JPEG 2000 export")
         finally:
             if saved is None:
                 del os.environ["XDG_CONFIG_HOME"]
             else:
                 os.environ["XDG_CONFIG_HOME"] = saved
-
-
-def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise MissingLibraryError(f"JPEG 2000 export needs {name}: pip install glymur packaging ({e})") from e
 
 
 # ---------------------------------------------------------------------- PSNR
@@ -220,13 +216,11 @@ def check_psnr(psnr: float | None) -> float | None:
 
 # -------------------------------------------------------------------- writing
 def _htj2k_encoder() -> Any:
-    try:
-        from imagecodecs import HTJ2K, htj2k_encode
-    except ImportError as e:
-        raise MissingLibraryError("codec='htj2k' needs imagecodecs: pip install imagecodecs") from e
-    if not HTJ2K.available:
+    imagecodecs = require("imagecodecs", None, "codec='htj2k'")
+    htj2k = getattr(imagecodecs, "HTJ2K", None)
+    if htj2k is None or not htj2k.available:
         raise MissingLibraryError("codec='htj2k' needs an imagecodecs build with HTJ2K (OpenJPH)")
-    return htj2k_encode
+    return imagecodecs.htj2k_encode
 
 
 def _numres(shape: tuple[int, int]) -> int:
@@ -278,7 +272,7 @@ def export_jp2k(
     psnr: float | None = None,
     bit_depth: int | None = None,
     codec: str = "jp2",
-    n_workers: int | None = None,
+    n_threads: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     existing: str = "replace",
     progress: Progress | None = None,
@@ -305,7 +299,7 @@ def export_jp2k(
         High-Throughput JPEG 2000 raw codestreams by imagecodecs (OpenJPH), several
         times faster to encode and a few percent larger; name them ``.j2c`` or
         ``.jhc`` (they are not JP2 files); glymur and imagecodecs decode them.
-    n_workers
+    n_threads
         Planes encoded at once, and threads decoding blocks (default: one per core);
         fewer when ``memory_budget`` cannot hold that many planes being encoded.
     memory_budget
@@ -341,28 +335,23 @@ def export_jp2k(
             f"name them .j2c or .jhc"
         )
     precision = directory.dtype.itemsize * 8
-    if bit_depth is not None and (
-        isinstance(bit_depth, bool) or not isinstance(bit_depth, (int, np.integer)) or not 1 <= bit_depth <= precision
-    ):
-        raise ConfigurationError(
-            f"Expected bit_depth from the inclusive range (1, {precision}) for {directory.dtype.name} data. "
-            f"Got {bit_depth!r} instead."
-        )
-    workers = default_workers(n_workers)
+    if bit_depth is not None:
+        bit_depth = check_int(bit_depth, f"bit_depth for {directory.dtype.name} data", 1, precision)
+    threads = default_threads(n_threads)
     _, ny, nx = directory.shape
     plane_bytes = ny * nx * directory.dtype.itemsize
-    per_worker = ny * nx * CODEC_BYTES_PER_PIXEL + 2 * plane_bytes  # codec memory + its plane, read twice over
-    fit = memory_budget // per_worker
+    per_thread = ny * nx * CODEC_BYTES_PER_PIXEL + 2 * plane_bytes  # codec memory + its plane, read twice over
+    fit = memory_budget // per_thread
     if fit < 1:
         raise ConfigurationError(
-            f"memory_budget={memory_budget} bytes is below the {per_worker} bytes needed to encode one "
+            f"memory_budget={memory_budget} bytes is below the {per_thread} bytes needed to encode one "
             f"{ny}x{nx} plane as JPEG 2000 (a whole plane is encoded at once); raise memory_budget"
         )
-    if fit < workers:
-        logger.info("encoding %d planes at a time, not %d, to stay within memory_budget=%d", fit, workers,
+    if fit < threads:
+        logger.info("encoding %d planes at a time, not %d, to stay within memory_budget=%d", fit, threads,
                     memory_budget)
-        workers = int(fit)
-    working = workers * ny * nx * CODEC_BYTES_PER_PIXEL
+        threads = int(fit)
+    working = threads * ny * nx * CODEC_BYTES_PER_PIXEL
     if codec == "htj2k":
         htj2k_encode = _htj2k_encoder()
     else:
@@ -379,8 +368,8 @@ def export_jp2k(
         return z
 
     # Planes still encoding keep their group alive while the next group is read: two groups at most.
-    source = iter_planes(directory, planes, workers, (memory_budget - working) // 2)
-    for done, _ in enumerate(bounded_map(write, source, workers, max_in_flight=workers), 1):
+    source = iter_planes(directory, planes, threads, (memory_budget - working) // 2)
+    for done, _ in enumerate(bounded_map(write, source, threads, max_in_flight=threads), 1):
         if progress is not None:
             progress(done, len(planes))
     return [pattern % z for z in range(z0, z1)]

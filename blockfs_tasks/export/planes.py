@@ -33,6 +33,7 @@ import numpy as np
 
 from ..core import Directory
 from ..core.atomic import TEMP_MARKER, sweep_temporaries
+from ..core.checks import check_int, check_positive
 from ..core.errors import ConfigurationError, DestinationError, OutOfBoundsError, OutputExistsError
 from ..core.parallel import bounded_map
 
@@ -60,13 +61,11 @@ def open_volume(volume: VolumeLike) -> Directory:
     return Directory.open(volume)
 
 
-def default_workers(n_workers: int | None) -> int:
-    """``n_workers``, or one per core when None; at least 1."""
-    if n_workers is None:
+def default_threads(n_threads: int | None) -> int:
+    """``n_threads``, or one per core when None; at least 1 (ConfigurationError otherwise)."""
+    if n_threads is None:
         return os.cpu_count() or 1
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ConfigurationError(f"Expected n_workers to be a positive integer or None. Got {n_workers!r} instead.")
-    return n_workers
+    return check_positive(n_threads, "n_threads")
 
 
 def plane_slabs(volume: VolumeLike, planes_per_slab: int | None = None) -> list[tuple[int, int]]:
@@ -77,10 +76,8 @@ def plane_slabs(volume: VolumeLike, planes_per_slab: int | None = None) -> list[
     """
     directory = open_volume(volume)
     nz, bz = directory.shape[0], directory.grid.block_shape[0]
-    step = bz if planes_per_slab is None else planes_per_slab
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ConfigurationError(f"Expected planes_per_slab to be a positive integer. Got {planes_per_slab!r} instead.")
-    step = -(-int(step) // bz) * bz
+    step = bz if planes_per_slab is None else check_positive(planes_per_slab, "planes_per_slab")
+    step = -(-step // bz) * bz
     return [(z, min(z + step, nz)) for z in range(0, nz, step)]
 
 
@@ -125,16 +122,14 @@ def missing_planes(pattern: str, z0: int, z1: int) -> list[int]:
 def resolve_z_range(directory: Directory, z0: int, z1: int | None) -> tuple[int, int]:
     """``(z0, z1)`` with ``z1=None`` meaning the last plane; raise unless ``0 <= z0 <= z1 <= z extent``."""
     nz = directory.shape[0]
-    z1 = nz if z1 is None else z1
-    for name, value in (("z0", z0), ("z1", z1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise OutOfBoundsError(f"Expected {name} to be an integer. Got {value!r} instead.")
+    z0 = check_int(z0, "z0", error=OutOfBoundsError)
+    z1 = nz if z1 is None else check_int(z1, "z1", error=OutOfBoundsError)
     if not 0 <= z0 <= z1 <= nz:
         raise OutOfBoundsError(
             f"{directory.directory_filename}: plane range [z0, z1) = [{z0}, {z1}) is outside the volume: "
             f"expected 0 <= z0 <= z1 <= {nz} (the z extent)"
         )
-    return int(z0), int(z1)
+    return z0, z1
 
 
 def planes_to_write(pattern: str, z0: int, z1: int, existing: str = "replace") -> list[int]:
@@ -224,13 +219,11 @@ def contiguous_groups(planes: Sequence[int], block_depth: int, max_planes: int) 
     return groups
 
 
-def read_region(
-    directory: Directory, z0: int, z1: int, y0: int, y1: int, n_workers: int
-) -> np.ndarray:
+def read_region(directory: Directory, z0: int, z1: int, y0: int, y1: int, n_threads: int) -> np.ndarray:
     """Planes ``[z0, z1)``, rows ``[y0, y1)``, every column, as a (z, y, x) array.
 
-    Decodes each overlapping block once with ``n_workers`` threads (Blosc
-    releases the GIL); at most ``2 * n_workers`` decoded blocks exist at once
+    Decodes each overlapping block once with ``n_threads`` threads (Blosc
+    releases the GIL); at most ``2 * n_threads`` decoded blocks exist at once
     besides ``out``. Absent blocks read as zeros.
     """
     nx = directory.shape[2]
@@ -247,7 +240,7 @@ def read_region(
         ya, yb = max(y0, by), min(y1, by + sy)
         out[za - z0 : zb - z0, ya - y0 : yb - y0, bx : bx + sx] = block[za - bz : zb - bz, ya - by : yb - by]
 
-    for _ in bounded_map(fill, origins, n_workers):
+    for _ in bounded_map(fill, origins, n_threads):
         pass
     return out
 
@@ -255,7 +248,7 @@ def read_region(
 def iter_planes(
     volume: VolumeLike,
     planes: Sequence[int],
-    n_workers: int | None = None,
+    n_threads: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     bytes_per_plane: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -268,7 +261,7 @@ def iter_planes(
     not even one plane fits.
     """
     directory = open_volume(volume)
-    workers = default_workers(n_workers)
+    threads = default_threads(n_threads)
     nz, ny, nx = directory.shape
     plane_bytes = ny * nx * directory.dtype.itemsize
     per_plane = max(bytes_per_plane or plane_bytes, 1)
@@ -280,7 +273,7 @@ def iter_planes(
         )
     bz = directory.grid.block_shape[0]
     for za, zb in contiguous_groups(planes, bz, min(fit, bz)):
-        group = read_region(directory, za, zb, 0, ny, workers)
+        group = read_region(directory, za, zb, 0, ny, threads)
         for i in range(zb - za):
             yield za + i, group[i]
         del group

@@ -170,7 +170,9 @@ class JournaledFile(io.RawIOBase):
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise DestinationError(f"{self.path}: another process is writing this file; wait for it to end") from None
+                raise DestinationError(
+                    f"{self.path}: another process is writing this file; wait for it to end"
+                ) from None
             roll_back(self.path)
             self.original_size = os.fstat(self.fd).st_size
             # The journal exists for the whole session, so even a new file's half-written start is undone.

@@ -11,7 +11,7 @@ How memory stays bounded however wide the plane
 A *group* of up to one block depth of planes is exported together, in *bands*
 of block rows: a band (group planes x band rows x every column) is decoded from
 the blocks once, cut into strips of ``rows_per_strip`` rows, and the strips are
-deflated by ``n_workers`` threads and handed to one writer thread per plane,
+deflated by ``n_threads`` threads and handed to one writer thread per plane,
 which streams them into ``tifffile.imwrite`` as pre-encoded strips. So no whole
 plane is ever in memory: at most two bands (the one being encoded and the next
 one, read ahead), a few encoded strips per plane and one decoded block per
@@ -43,7 +43,9 @@ import numpy as np
 
 from ..core import Directory
 from ..core.atomic import published
-from ..core.errors import ConfigurationError, MissingLibraryError
+from ..core.checks import check_level
+from ..core.errors import ConfigurationError
+from ..core.optional import require
 from ..core.parallel import bounded_map
 from .planes import (
     DEFAULT_MEMORY_BUDGET,
@@ -51,7 +53,7 @@ from .planes import (
     VolumeLike,
     check_pattern,
     contiguous_groups,
-    default_workers,
+    default_threads,
     open_volume,
     planes_to_write,
     read_region,
@@ -105,7 +107,7 @@ def plan_tiff(
     shape_zyx: tuple[int, int, int],
     block_zyx: tuple[int, int, int],
     itemsize: int,
-    n_workers: int,
+    n_threads: int,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> TiffPlan:
     """Choose group size, band height and strip height for a volume and a memory budget.
@@ -128,8 +130,8 @@ def plan_tiff(
         strip_bytes += strip_bytes // 1000 + 64  # deflate may grow a strip a little
         bands = 2 * group * band_rows * row_bytes
         # strips being encoded, and queued for two groups' writers (one streaming, one publishing)
-        strips = (2 * n_workers + 2 * group * (QUEUE_DEPTH + 1)) * strip_bytes
-        blocks = 2 * n_workers * 2 * block_bytes  # two bands may be read at once, each block + its bytes
+        strips = (2 * n_threads + 2 * group * (QUEUE_DEPTH + 1)) * strip_bytes
+        blocks = 2 * n_threads * 2 * block_bytes  # two bands may be read at once, each block + its bytes
         return bands + strips + blocks + 2 * group * WRITER_OVERHEAD
 
     group = min(bz, nz)
@@ -140,7 +142,7 @@ def plan_tiff(
         raise ConfigurationError(
             f"memory_budget={memory_budget} bytes is below the {peak(1, first_band)} bytes needed to "
             f"export {ny}x{nx} planes of {itemsize}-byte voxels in bands of one {by}-row block row "
-            f"with {n_workers} workers; raise memory_budget or lower n_workers"
+            f"with {n_threads} threads; raise memory_budget or lower n_threads"
         )
     band = first_band
     while band < ny:
@@ -152,15 +154,6 @@ def plan_tiff(
     return TiffPlan(group, band, rows, ny * row_bytes > CLASSIC_TIFF_LIMIT, peak(group, band))
 
 
-def check_level(compression: int) -> int:
-    """``compression`` if it is a deflate level 0-9 (0 = uncompressed), else ConfigurationError."""
-    if isinstance(compression, bool) or not isinstance(compression, (int, np.integer)) or not 0 <= compression <= 9:
-        raise ConfigurationError(
-            f"Expected a compression level from the inclusive range (0, 9). Got {compression!r} instead."
-        )
-    return int(compression)
-
-
 def strip_encoder(level: int) -> Callable[[np.ndarray], bytes]:
     """Encode a C-contiguous strip as TIFF stores it: raw bytes (level 0) or a zlib stream."""
     if level == 0:
@@ -168,16 +161,9 @@ def strip_encoder(level: int) -> Callable[[np.ndarray], bytes]:
     try:
         from imagecodecs import deflate_encode  # libdeflate: what tifffile itself uses
     except ImportError:  # pragma: no cover - imagecodecs is a dependency
-        return lambda strip: zlib.compress(strip, level)
-    return lambda strip: deflate_encode(strip, level)
-
-
-def _import_tifffile() -> Any:
-    try:
-        import tifffile
-    except ImportError as e:  # pragma: no cover - tifffile is a dependency
-        raise MissingLibraryError("TIFF export needs tifffile: install tifffile (pip install tifffile)") from e
-    return tifffile
+        return lambda strip: zlib.compress(strip.data, level)
+    # an ndarray is a buffer, which deflate_encode takes; its stubs name only bytes, bytearray and mmap
+    return lambda strip: bytes(deflate_encode(strip, level))  # type: ignore[arg-type]
 
 
 def export_tiff(
@@ -186,8 +172,8 @@ def export_tiff(
     z0: int = 0,
     z1: int | None = None,
     *,
-    compression: int = 3,
-    n_workers: int | None = None,
+    level: int = 3,
+    n_threads: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     existing: str = "replace",
     progress: Progress | None = None,
@@ -203,9 +189,10 @@ def export_tiff(
         missing folders are created.
     z0, z1
         Planes to export, ``[z0, z1)``; ``z1=None`` means to the last plane.
-    compression
+    level
         Deflate level 1-9 (TIFF "zlib"/Adobe deflate); 0 writes uncompressed strips.
-    n_workers
+        (``blockfs2tif --compression`` and ``ExportTiff --compression`` set it.)
+    n_threads
         Threads decoding blocks and encoding strips (default: one per core).
     memory_budget
         Upper bound, in bytes, for plane data in memory (see :func:`plan_tiff`).
@@ -228,14 +215,15 @@ def export_tiff(
     directory = open_volume(volume)
     pattern = check_pattern(pattern)
     z0, z1 = resolve_z_range(directory, z0, z1)
-    level = check_level(compression)
-    workers = default_workers(n_workers)
-    plan = plan_tiff(directory.shape, directory.grid.block_shape, directory.dtype.itemsize, workers, memory_budget)
+    level = check_level(level)
+    threads = default_threads(n_threads)
+    plan = plan_tiff(directory.shape, directory.grid.block_shape, directory.dtype.itemsize, threads, memory_budget)
     planes = planes_to_write(pattern, z0, z1, existing)
     logger.debug("%s -> %s planes [%d, %d): %d to write, %s", directory.directory_filename, pattern, z0, z1,
                  len(planes), plan)
     groups = contiguous_groups(planes, directory.grid.block_shape[0], plan.group_planes)
-    _stream(_import_tifffile(), directory, pattern, groups, plan, level, workers, progress)
+    tifffile = require("tifffile", None, "TIFF export")
+    _stream(tifffile, directory, pattern, groups, plan, level, threads, progress)
     return [pattern % z for z in range(z0, z1)]
 
 
@@ -323,11 +311,13 @@ class _PlaneGroup:
         n_strips = math.ceil(ny / plan.rows_per_strip)
         self.futures: list[Future[str]] = [
             self.pool.submit(_write_plane, tifffile, pattern % z, q, n_strips, (ny, nx), directory.dtype, level, plan)
-            for z, q in zip(range(za, zb), self.queues)
+            for z, q in zip(range(za, zb), self.queues, strict=True)
         ]
 
-    def send_band(self, data: np.ndarray, y0: int, y1: int, rows: int, encode: Any, workers: int) -> None:
-        """Encode a band's strips with ``workers`` threads and hand them, in order, to the writers."""
+    def send_band(
+        self, data: np.ndarray, y0: int, y1: int, rows: int, encode: Callable[[np.ndarray], bytes], n_threads: int
+    ) -> None:
+        """Encode a band's strips with ``n_threads`` threads and hand them, in order, to the writers."""
         # Row-major over the planes: consecutive strips go to different writers, so a full queue rarely
         # blocks the hand-off (and with it the encoders) while its writer thread waits to be scheduled.
         strips = [(i, y) for y in range(y0, y1, rows) for i in range(len(self.queues))]
@@ -336,7 +326,7 @@ class _PlaneGroup:
             i, y = item
             return encode(data[i, y - y0 : min(y + rows, y1) - y0])
 
-        for (i, _), encoded in zip(strips, bounded_map(encode_strip, strips, workers)):
+        for (i, _), encoded in zip(strips, bounded_map(encode_strip, strips, n_threads), strict=True):
             self.queues[i].queue.put(encoded)
         for future in self.futures:  # a writer that failed (disk full...) stops the export
             if future.done() and future.exception() is not None:
@@ -368,7 +358,7 @@ class _PlaneGroup:
 
 def _stream(
     tifffile: Any, directory: Directory, pattern: str, groups: list[tuple[int, int]], plan: TiffPlan,
-    level: int, workers: int, progress: Progress | None,
+    level: int, n_threads: int, progress: Progress | None,
 ) -> None:
     """Export ``groups`` of planes band by band, reading ahead across groups.
 
@@ -383,19 +373,20 @@ def _stream(
 
     def read(band: tuple[int, int, int, int]) -> np.ndarray:
         za, zb, y0, y1 = band
-        return read_region(directory, za, zb, y0, y1, workers)
+        return read_region(directory, za, zb, y0, y1, n_threads)
 
-    read_ahead = 2 if workers > 1 else 1
+    read_ahead = 2 if n_threads > 1 else 1
     live: deque[_PlaneGroup] = deque()  # the group being streamed last; before it, at most one publishing
     try:
-        for (za, zb, y0, y1), data in zip(bands, bounded_map(read, bands, read_ahead, max_in_flight=read_ahead)):
+        reads = bounded_map(read, bands, read_ahead, max_in_flight=read_ahead)
+        for (za, zb, y0, y1), data in zip(bands, reads, strict=True):
             if not live or live[-1].span != (za, zb):
                 if live:
                     live[-1].end()
                 while len(live) > 1:
                     _finished(live.popleft(), rows, last_band_rows)
                 live.append(_PlaneGroup(tifffile, directory, pattern, za, zb, level, plan))
-            live[-1].send_band(data, y0, y1, plan.rows_per_strip, encode, workers)
+            live[-1].send_band(data, y0, y1, plan.rows_per_strip, encode, n_threads)
             del data
             if y1 < ny:  # the last band of a group counts when its files are published
                 rows.add((zb - za) * (y1 - y0))
@@ -428,4 +419,4 @@ def _finished(group: _PlaneGroup, rows: _RowProgress, last_band_rows: int) -> No
     rows.add(n * last_band_rows)
 
 
-__all__ = ["ExportAborted", "TiffPlan", "check_level", "export_tiff", "plan_tiff", "strip_encoder"]
+__all__ = ["ExportAborted", "TiffPlan", "export_tiff", "plan_tiff", "strip_encoder"]

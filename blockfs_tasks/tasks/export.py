@@ -35,7 +35,7 @@ class ExistingVolume(luigi.ExternalTask):
         return VolumeTarget(self.path)  # exists only as a blockfs volume
 
 
-class _FromVolume(luigi.Task):
+class FromVolume(luigi.Task):
     """Mixin: the task reads an existing volume or the one BuildDirectory builds."""
 
     volume = luigi.OptionalPathParameter(
@@ -57,7 +57,9 @@ class _PlaneSlab(luigi.Task):
     """One slab of planes of a per-plane export; its targets are the plane files."""
 
     volume = luigi.PathParameter(description="Directory file of the volume.")
-    output_pattern = luigi.Parameter(description="Output path with a %%d field, e.g. /out/img_%%04d.tiff.")  # %% : argparse formats help
+    output_pattern = luigi.Parameter(  # %% : argparse formats help
+        description="Output path with a %%d field, e.g. /out/img_%%04d.tiff."
+    )
     z0 = luigi.IntParameter(description="First plane, inclusive.")
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
@@ -88,8 +90,8 @@ class ExportTiffSlab(_PlaneSlab):
         config = export()
         progress = self.progress()
         export_tiff(
-            self.volume, self.output_pattern, self.z0, self.z1, compression=self.compression,
-            n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
+            self.volume, self.output_pattern, self.z0, self.z1, level=self.compression,
+            n_threads=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
             progress=progress,
         )
         progress.finish()
@@ -107,13 +109,13 @@ class ExportJp2kSlab(_PlaneSlab):
         progress = self.progress()
         export_jp2k(
             self.volume, self.output_pattern, self.z0, self.z1, psnr=self.psnr,
-            n_workers=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
+            n_threads=config.threads, memory_budget=config.memory_budget_mb << 20, existing="skip",
             progress=progress,
         )
         progress.finish()
 
 
-class _SlabbedExport(_FromVolume):
+class _SlabbedExport(FromVolume):
     """A whole export: complete when every slab task is."""
 
     def slab_tasks(self) -> list[luigi.Task]:
@@ -132,7 +134,9 @@ class _SlabbedExport(_FromVolume):
 class _PlaneExport(_SlabbedExport):
     """A per-plane export (TIFF, JPEG 2000)."""
 
-    output_pattern = luigi.Parameter(description="Output path with a %%d field, e.g. /out/img_%%04d.tiff.")  # %% : argparse formats help
+    output_pattern = luigi.Parameter(  # %% : argparse formats help
+        description="Output path with a %%d field, e.g. /out/img_%%04d.tiff."
+    )
 
 
 class ExportTiff(_PlaneExport):

@@ -16,7 +16,7 @@ from typing import Any
 import luigi
 
 from ..core.batch import BatchWriter
-from ..core.format import VolumeSpec, read_directory
+from ..core.format import VolumeSpec, read_spec
 from ..pyramid import (
     Pyramid,
     downsample_batch,
@@ -26,7 +26,7 @@ from ..pyramid import (
     prepare_pyramid,
     write_pyramid_info,
 )
-from .export import _FromVolume
+from .export import FromVolume
 from .ingest import _PLANNED, BlockBatchTask, BuildVolume
 from .targets import PyramidInfoTarget, VolumeTarget
 
@@ -34,9 +34,16 @@ from .targets import PyramidInfoTarget, VolumeTarget
 class pyramid(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
     """How pyramids are planned and split into tasks."""
 
-    mode = luigi.ChoiceParameter(choices=["mean", "mode"], default="mean", description="mean for images, mode (most frequent label) for segmentations.")
-    resolution_nm = luigi.ListParameter(default=[1.0, 1.0, 1.0], description="Voxel size [x, y, z] of level 0 in nm; decides anisotropic steps.")
-    max_levels = luigi.IntParameter(default=0, description="Most levels, level 0 included; 0 = until a level fits in one block.")
+    mode = luigi.ChoiceParameter(
+        choices=["mean", "mode"], default="mean",
+        description="mean for images, mode (most frequent label) for segmentations.",
+    )
+    resolution_nm = luigi.ListParameter(
+        default=[1.0, 1.0, 1.0], description="Voxel size [x, y, z] of level 0 in nm; decides anisotropic steps."
+    )
+    max_levels = luigi.IntParameter(
+        default=0, description="Most levels, level 0 included; 0 = until a level fits in one block."
+    )
     blocks_per_batch = luigi.IntParameter(default=256, description="Output blocks per DownsampleBatch task.")
 
 
@@ -53,7 +60,8 @@ class _PyramidPlan(luigi.Task):
     blocks_per_batch = luigi.IntParameter(**_PLANNED, description="Output blocks per batch task.")
 
     def plan_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ("level0", "out", "mode", "resolution_nm", "max_levels", "blocks_per_batch")}
+        names = ("level0", "out", "mode", "resolution_nm", "max_levels", "blocks_per_batch")
+        return {name: getattr(self, name) for name in names}
 
     @cached_property
     def plan(self) -> Pyramid:
@@ -62,7 +70,7 @@ class _PyramidPlan(luigi.Task):
         )
 
     def spec_of(self, level: int) -> VolumeSpec:
-        level0 = read_directory(self.level0).spec
+        level0 = read_spec(self.level0)
         return level_spec(level0, self.plan.levels[level], self.plan.mode)
 
 
@@ -70,7 +78,7 @@ class PlaceLevel0(_PyramidPlan):
     """Level 0 inside the pyramid folder (a hard link, or a copy across filesystems)."""
 
     def output(self) -> VolumeTarget:
-        return VolumeTarget(self.plan.path(0), lambda: read_directory(self.level0).spec)
+        return VolumeTarget(self.plan.path(0), lambda: read_spec(self.level0))
 
     def run(self) -> None:
         prepare_pyramid(self.plan, self.level0, "link")
@@ -116,7 +124,7 @@ class BuildLevel(_PyramidPlan, BuildVolume):
         return self.spec_of(self.level)
 
 
-class Downsample(_FromVolume):
+class Downsample(FromVolume):
     """Build the whole pyramid of a volume; the target is the pyramid's ``info`` file."""
 
     out = luigi.PathParameter(description="Folder of the pyramid (myvol/info, myvol/1_1_1/...).")

@@ -14,15 +14,16 @@ import pytest
 
 from blockfs_tasks.cli import hdf5_main
 from blockfs_tasks.core import ChecksumError, ConfigurationError, Directory, OutOfBoundsError
-from blockfs_tasks.core.errors import DatasetMismatchError, DestinationError
+from blockfs_tasks.core.errors import DestinationError
+from blockfs_tasks.export.errors import DatasetMismatchError
 from blockfs_tasks.export.hdf5 import (
     DONE_ATTR,
     completed_planes,
     export_hdf5,
-    hdf5_slabs,
     planes_complete,
 )
 from blockfs_tasks.export.hdf5_mpi import launched_by_mpiexec
+from blockfs_tasks.export.planes import plane_slabs
 
 REPO = Path(__file__).resolve().parents[2]
 # A deadlocked MPI run must fail its test, not hang the suite.
@@ -128,12 +129,12 @@ def test_gzip_chunks_from_zlib_and_from_libdeflate_both_read_back(
 ) -> None:
     import zlib
 
-    from blockfs_tasks.export import hdf5
+    from blockfs_tasks.export import hdf5_chunks
 
     data = volume_data(EXTENT[::-1], "uint16", seed=4)
     src = make_volume(tmp_path / "vol.blockfs", data)
     export_hdf5(src, tmp_path / "fast.h5", "v", compression_opts=3, shuffle=True)
-    monkeypatch.setattr(hdf5, "_deflate_function", lambda: zlib.compress)
+    monkeypatch.setattr(hdf5_chunks, "deflate_function", lambda: zlib.compress)
     export_hdf5(src, tmp_path / "zlib.h5", "v", compression_opts=3, shuffle=True)
     with h5py.File(tmp_path / "zlib.h5", "r") as f:  # zlib's own stream, byte for byte
         raw = np.ascontiguousarray(data[:8, :16, :16]).view(np.uint8).reshape(-1, 2).T.tobytes()
@@ -220,7 +221,10 @@ def test_reused_dataset_loses_chunks_of_blocks_absent_from_the_new_source(tmp_pa
         (dict(shape=(29, 37, 45), dtype="uint8", chunks=(8, 16, 16)), "uint8"),
         (dict(shape=(29, 37, 45), dtype="uint16", chunks=(8, 8, 8)), "(8, 8, 8)"),
         (dict(shape=(29, 37, 45), dtype="uint16", chunks=(8, 16, 16), compression="lzf"), "lzf"),
-        (dict(shape=(29, 37, 45), dtype="uint16", chunks=(8, 16, 16), compression="gzip", compression_opts=9), "level 9"),
+        (
+            dict(shape=(29, 37, 45), dtype="uint16", chunks=(8, 16, 16), compression="gzip", compression_opts=9),
+            "level 9",
+        ),
     ],
     ids=["shape", "dtype", "chunks", "filter", "level"],
 )
@@ -316,7 +320,7 @@ def test_slabs_then_rest_equal_a_whole_export(tmp_path: Path, volume: tuple[Path
     src, data = volume
     whole, parts = tmp_path / "whole.h5", tmp_path / "parts.h5"
     export_hdf5(src, whole, "v", shuffle=True)
-    slabs = hdf5_slabs(Directory.open(src).grid, 2)
+    slabs = plane_slabs(src, 2 * Directory.open(src).grid.block_shape[0])
     assert slabs == [(0, 16), (16, 29)]
     export_hdf5(src, parts, "v", shuffle=True, z0=8, z1=16)
     assert completed_planes(parts, "v") == [(8, 16)]
@@ -378,7 +382,9 @@ def test_completed_planes_of_missing_things(tmp_path: Path) -> None:
 def test_cli_without_mpiexec(tmp_path: Path, volume: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture) -> None:
     src, data = volume
     dest = tmp_path / "out.h5"
-    rc = hdf5_main([str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "0", "--z1", "16"])
+    rc = hdf5_main(
+        [str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "0", "--z1", "16"]
+    )
     assert rc == 0
     assert "planes [0, 16)" in capsys.readouterr().err
     rc = hdf5_main([str(src), str(dest), "v", "--compression", "lzf", "--shuffle", "--silent", "--z0", "16"])
@@ -433,7 +439,8 @@ def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path, threads:
     src = make_volume(tmp_path / "vol.blockfs", data, (16, 16, 8))
     dest = tmp_path / "out.h5"
     done = run_mpi(
-        2, str(src), str(dest), "v", "--compression", "gzip", "--compression-opts", "3", "--shuffle", "--n-threads", threads
+        2, str(src), str(dest), "v", "--compression", "gzip", "--compression-opts", "3", "--shuffle",
+        "--n-threads", threads
     )
     assert done.returncode == 0, done.stderr
     assert "27 chunks" in done.stderr and "on 2 rank(s)" in done.stderr

@@ -20,9 +20,9 @@ from blockfs_tasks.core.errors import (
     MissingLibraryError,
     OutOfBoundsError,
     OutputExistsError,
-    UnsupportedDTypeError,
 )
 from blockfs_tasks.export import jp2k
+from blockfs_tasks.export.errors import UnsupportedDTypeError
 from blockfs_tasks.export.jp2k import data_peak, export_jp2k, load_glymur, openjpeg_psnr, psnr_db
 from blockfs_tasks.ingest.synthetic import SyntheticVolume
 
@@ -68,7 +68,7 @@ def test_lossless_round_trip_with_edges_not_on_block_boundaries(tmp_path: Path, 
     data = random_data((19, 45, 71), dtype)
     data[:, :20] = camera_data((19, 20, 71), dtype)
     d = make_volume(tmp_path / "v" / "vol.blockfs", data)
-    paths = export_jp2k(d, str(tmp_path / "out" / "img_%04d.jp2"), n_workers=2)
+    paths = export_jp2k(d, str(tmp_path / "out" / "img_%04d.jp2"), n_threads=2)
     assert paths == [str(tmp_path / "out" / f"img_{z:04d}.jp2") for z in range(19)]
     for z, path in enumerate(paths):
         with open(path, "rb") as f:
@@ -114,7 +114,7 @@ def test_every_plane_meets_the_requested_psnr_against_12_bits(tmp_path: Path, gl
     data = camera_data((6, 200, 160))
     assert 2048 <= data.max() < 4096
     d = make_volume(tmp_path / "vol.blockfs", data)
-    lossy = export_jp2k(d, str(tmp_path / "l_%d.jp2"), psnr=target, n_workers=2)
+    lossy = export_jp2k(d, str(tmp_path / "l_%d.jp2"), psnr=target, n_threads=2)
     lossless = export_jp2k(d, str(tmp_path / "n_%d.jp2"))
     for z, path in enumerate(lossy):
         decoded = glymur.Jp2k(path)[:]
@@ -151,7 +151,8 @@ def test_plane_range_existing_rules_and_bad_input(tmp_path: Path, glymur: Any) -
     pattern = str(tmp_path / "o" / "p_%02d.jp2")
     done: list[tuple[int, int]] = []
     assert export_jp2k(d, pattern, 2, 6, progress=lambda *call: done.append(call)) == [pattern % z for z in range(2, 6)]
-    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)] and sorted(os.listdir(tmp_path / "o")) == [f"p_{z:02d}.jp2" for z in range(2, 6)]
+    assert done == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert sorted(os.listdir(tmp_path / "o")) == [f"p_{z:02d}.jp2" for z in range(2, 6)]
     Path(pattern % 3).write_bytes(b"old")
     export_jp2k(d, pattern, 0, 8, existing="skip")
     assert Path(pattern % 3).read_bytes() == b"old"
@@ -166,7 +167,7 @@ def test_plane_range_existing_rules_and_bad_input(tmp_path: Path, glymur: Any) -
     with pytest.raises(ConfigurationError, match="memory_budget"):
         export_jp2k(d, pattern, memory_budget=1000)
     one_plane = 40 * 40 * (jp2k.CODEC_BYTES_PER_PIXEL + 4)  # room to encode one plane at a time, not two
-    export_jp2k(d, str(tmp_path / "small_%d.jp2"), n_workers=2, memory_budget=one_plane)
+    export_jp2k(d, str(tmp_path / "small_%d.jp2"), n_threads=2, memory_budget=one_plane)
     for z in range(8):
         assert np.array_equal(glymur.Jp2k(str(tmp_path / f"small_{z}.jp2"))[:], data[z])
 
@@ -189,7 +190,7 @@ def test_a_failure_mid_export_leaves_no_partial_plane(
     monkeypatch.setattr(jp2k, "_write_jp2", failing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
-        export_jp2k(d, str(out / "p_%02d.jp2"), n_workers=2)
+        export_jp2k(d, str(out / "p_%02d.jp2"), n_threads=2)
     names = os.listdir(out)
     assert not [f for f in names if ".tmp-" in f]
     assert 0 < len(names) < 12
@@ -206,7 +207,7 @@ def test_htj2k_codestreams_round_trip(tmp_path: Path, glymur: Any) -> None:
     data = camera_data((5, 45, 70))
     d = make_volume(tmp_path / "vol.blockfs", data, skip=3)
     expected = d[:, :, :]
-    for z, path in enumerate(export_jp2k(d, str(tmp_path / "h_%d.j2c"), codec="htj2k", n_workers=2)):
+    for z, path in enumerate(export_jp2k(d, str(tmp_path / "h_%d.j2c"), codec="htj2k", n_threads=2)):
         raw = Path(path).read_bytes()
         assert raw[:2] == b"\xff\x4f"  # a raw codestream (SOC marker)
         assert np.array_equal(imagecodecs.htj2k_decode(raw), expected[z])
@@ -321,10 +322,12 @@ def test_a_rerun_sweeps_dead_plane_temporaries(tmp_path: Path, glymur: Any) -> N
     out = tmp_path / "o"
     out.mkdir()
     pattern = str(out / "p_%02d.jp2")
-    script = "from blockfs_tasks.core.atomic import temporary_name as t; import sys; print(*[t(p) for p in sys.argv[1:]])"
+    script = (
+        "from blockfs_tasks.core.atomic import temporary_name as t; import sys; print(*[t(p) for p in sys.argv[1:]])"
+    )
     names = subprocess.run([sys.executable, "-c", script, pattern % 0, pattern % 3, str(out / "keep.txt")],
                            capture_output=True, text=True, check=True).stdout.split()
     for name in names:  # their process has ended: dead temporaries
         Path(name).write_bytes(b"half a plane")
-    export_jp2k(d, pattern, n_workers=1)
+    export_jp2k(d, pattern, n_threads=1)
     assert sorted(os.listdir(out)) == sorted([f"p_{z:02d}.jp2" for z in range(4)] + [os.path.basename(names[2])])

@@ -47,7 +47,7 @@ def test_tiff_reports_bands_of_one_slab_before_its_planes_are_published(tmp_path
     assert plan.group_planes == 8 and plan.band_rows < 128, plan
     out = tmp_path / "out"
     calls: list[tuple[int, int, int]] = []
-    export_tiff(str(tmp_path / "v.blockfs"), str(out / "p_%02d.tif"), n_workers=1, memory_budget=budget,
+    export_tiff(str(tmp_path / "v.blockfs"), str(out / "p_%02d.tif"), n_threads=1, memory_budget=budget,
                 progress=lambda done, total: calls.append((done, total, published(out))))
     check_calls(calls)
     assert calls[-1][1] == 8 * 128
@@ -59,7 +59,7 @@ def test_tiff_reports_bands_of_one_slab_before_its_planes_are_published(tmp_path
 def test_jp2k_reports_each_plane(tmp_path: Path) -> None:
     make_volume(tmp_path / "v.blockfs", (4, 32, 32), (4, 32, 32))
     calls: list[tuple[int, int, int]] = []
-    export_jp2k(str(tmp_path / "v.blockfs"), str(tmp_path / "out" / "p_%02d.jp2"), n_workers=1, codec="jp2",
+    export_jp2k(str(tmp_path / "v.blockfs"), str(tmp_path / "out" / "p_%02d.jp2"), n_threads=1, codec="jp2",
                 progress=lambda done, total: calls.append((done, total, 0)))
     check_calls(calls)
     assert [done for done, _, _ in calls] == [1, 2, 3, 4]

@@ -86,7 +86,7 @@ def temporaries(folder: Path) -> list[str]:
 def test_every_dtype_round_trips_with_edges_not_on_block_boundaries(tmp_path: Path, dtype: str) -> None:
     data = volume_data((21, 37, 43), dtype)
     d = make_volume(tmp_path / "v" / "vol.blockfs", data)
-    paths = export_tiff(d, str(tmp_path / "out" / "img_%04d.tif"), n_workers=2)
+    paths = export_tiff(d, str(tmp_path / "out" / "img_%04d.tif"), n_threads=2)
     assert paths == [str(tmp_path / "out" / f"img_{z:04d}.tif") for z in range(21)]
     for z, path in enumerate(paths):
         with tifffile.TiffFile(path) as tif:
@@ -100,7 +100,7 @@ def test_every_dtype_round_trips_with_edges_not_on_block_boundaries(tmp_path: Pa
 def test_levels_and_uncompressed(tmp_path: Path, level: int) -> None:
     data = volume_data((5, 40, 33), "uint16")
     d = make_volume(tmp_path / "vol.blockfs", data)
-    paths = export_tiff(d, str(tmp_path / "o_%d.tiff"), compression=level)
+    paths = export_tiff(d, str(tmp_path / "o_%d.tiff"), level=level)
     expected = tifffile.COMPRESSION.NONE if level == 0 else tifffile.COMPRESSION.ADOBE_DEFLATE
     for z, path in enumerate(paths):
         with tifffile.TiffFile(path) as tif:
@@ -143,9 +143,9 @@ def test_a_plane_range_writes_only_those_planes(tmp_path: Path) -> None:
 def test_one_and_two_workers_write_identical_files(tmp_path: Path) -> None:
     data = volume_data((9, 50, 60), "int16")
     d = make_volume(tmp_path / "vol.blockfs", data)
-    one = export_tiff(d, str(tmp_path / "a_%d.tif"), n_workers=1)
-    two = export_tiff(d, str(tmp_path / "b_%d.tif"), n_workers=2)
-    for a, b in zip(one, two):
+    one = export_tiff(d, str(tmp_path / "a_%d.tif"), n_threads=1)
+    two = export_tiff(d, str(tmp_path / "b_%d.tif"), n_threads=2)
+    for a, b in zip(one, two, strict=True):
         assert Path(a).read_bytes() == Path(b).read_bytes()
 
 
@@ -163,7 +163,7 @@ def test_wide_planes_stay_under_a_small_memory_budget(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        export_tiff(d, str(tmp_path / "w_%02d.tif"), n_workers=2, memory_budget=budget)
+        export_tiff(d, str(tmp_path / "w_%02d.tif"), n_threads=2, memory_budget=budget)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -234,11 +234,13 @@ def test_bad_input_is_refused_with_clear_errors(tmp_path: Path) -> None:
     for z0, z1 in [(0, 7), (-1, 3), (4, 2)]:
         with pytest.raises(OutOfBoundsError, match=r"outside the volume.*<= 6"):
             export_tiff(d, str(tmp_path / "p_%d.tif"), z0, z1)
-    for level in (10, -1, 2.5):
+    for level in (10, -1):
         with pytest.raises(ConfigurationError, match=r"range \(0, 9\)"):
-            export_tiff(d, str(tmp_path / "p_%d.tif"), compression=level)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="n_workers"):
-        export_tiff(d, str(tmp_path / "p_%d.tif"), n_workers=0)
+            export_tiff(d, str(tmp_path / "p_%d.tif"), level=level)
+    with pytest.raises(ConfigurationError, match=r"compression level to be an integer"):
+        export_tiff(d, str(tmp_path / "p_%d.tif"), level=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="n_threads"):
+        export_tiff(d, str(tmp_path / "p_%d.tif"), n_threads=0)
     assert not list(tmp_path.glob("p_*"))
 
 
@@ -295,7 +297,7 @@ def test_a_failure_while_reading_blocks_leaves_no_partial_plane(tmp_path: Path) 
     d.read_block = failing  # type: ignore[method-assign]
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
-        export_tiff(d, str(out / "p_%03d.tif"), n_workers=2, memory_budget=1_500_000)
+        export_tiff(d, str(out / "p_%03d.tif"), n_threads=2, memory_budget=1_500_000)
     present = _check_outputs_whole(out, data, "p_")
     assert len(present) < 24
 
@@ -325,7 +327,7 @@ def test_a_failure_while_encoding_strips_leaves_no_partial_plane(
     monkeypatch.setattr(tiff, "strip_encoder", encoder)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
-        export_tiff(d, str(out / "p_%03d.tif"), n_workers=2, memory_budget=1_000_000)
+        export_tiff(d, str(out / "p_%03d.tif"), n_threads=2, memory_budget=1_000_000)
     present = _check_outputs_whole(out, data, "p_")
     assert len(present) < 16
 
@@ -339,7 +341,7 @@ def test_a_failing_plane_writer_stops_the_export_without_hanging(tmp_path: Path)
 
     def run() -> None:
         try:
-            export_tiff(d, str(out / "p_%03d.tif"), n_workers=2, memory_budget=600_000)
+            export_tiff(d, str(out / "p_%03d.tif"), n_threads=2, memory_budget=600_000)
         except BaseException as e:  # noqa: BLE001 - handed to the test thread
             errors.append(e)
 
@@ -369,7 +371,7 @@ def test_a_killed_export_leaves_only_whole_planes_and_the_rerun_removes_its_temp
             if done > 8 * 96:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        export_tiff({str(tmp_path / "vol.blockfs")!r}, {pattern!r}, compression=9, n_workers=1,
+        export_tiff({str(tmp_path / "vol.blockfs")!r}, {pattern!r}, level=9, n_threads=1,
                     memory_budget=6 << 20, progress=progress)
         """
     )
@@ -382,7 +384,7 @@ def test_a_killed_export_leaves_only_whole_planes_and_the_rerun_removes_its_temp
         assert np.array_equal(tifffile.imread(out / f"p_{z:03d}.tif"), data[z]), z
     assert all(plane_complete(pattern, z) == (z in present) for z in range(64))
 
-    export_tiff(str(tmp_path / "vol.blockfs"), pattern, n_workers=1)  # the same command again
+    export_tiff(str(tmp_path / "vol.blockfs"), pattern, n_threads=1)  # the same command again
     assert temporaries(out) == []
     for z in range(64):
         assert np.array_equal(tifffile.imread(pattern % z), data[z]), z
@@ -391,7 +393,10 @@ def test_a_killed_export_leaves_only_whole_planes_and_the_rerun_removes_its_temp
 def dead_temporary(path: str) -> str:
     """A temporary name of ``path`` owned by a process that has ended."""
     done = subprocess.run(
-        [sys.executable, "-c", f"from blockfs_tasks.core.atomic import temporary_name; print(temporary_name({path!r}))"],
+        [
+            sys.executable, "-c",
+            f"from blockfs_tasks.core.atomic import temporary_name; print(temporary_name({path!r}))",
+        ],
         capture_output=True, text=True, check=True,
     )
     return done.stdout.strip()
@@ -416,7 +421,7 @@ def test_dead_temporaries_of_the_range_are_swept_and_nothing_else(tmp_path: Path
         alive = live.stdout.readline().strip()  # type: ignore[union-attr]
         for path in [*dead, outside, alive, foreign]:
             Path(path).write_bytes(b"x" * 100)
-        export_tiff(d, pattern, 0, 7, n_workers=1)
+        export_tiff(d, pattern, 0, 7, n_threads=1)
     finally:
         live.communicate("", timeout=60)
     assert sorted(temporaries(out)) == sorted(os.path.basename(p) for p in (outside, alive, foreign))
