@@ -12,10 +12,11 @@ import pytest
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("fsspec")
 
-from zarr_fixtures import PyramidSample, Volume, sample_data, write_volume
+from zarr_fixtures import PyramidSample, Volume, expected, sample_data, write_volume
 
 from blockfs_tasks.cli import refs_main
 from blockfs_tasks.core import Directory
+from blockfs_tasks.core.errors import BlockfsError
 from blockfs_tasks.zarr import write_references
 
 V1 = Path(__file__).resolve().parents[1] / "data" / "blockfs-v1"
@@ -49,7 +50,7 @@ def test_interior_chunks_point_into_the_block_files(volume: Volume, tmp_path: Pa
     entry = d.index[d.grid.position(16, 0, 0)]
     ref = doc["refs"]["0/0/0/1"]
     assert ref[1:] == [int(entry["offset"]), int(entry["size"])]
-    assert doc["templates"][ref[0].strip("{}")] == os.path.relpath(d.block_filenames[entry["file"] - 1], tmp_path)
+    assert doc["templates"][ref[0].strip("{}")] == "file://" + os.path.abspath(d.block_filenames[entry["file"] - 1])
     # only padded edges are written; every interior reference is a stored frame
     assert summary.chunks + summary.edge_chunks == len(d)
     assert summary.side_bytes == os.path.getsize(summary.side_path)  # type: ignore[arg-type]
@@ -96,3 +97,90 @@ def test_cli(volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert np.array_equal(open_refs(out, monkeypatch)["0"][...], volume.expected)
     assert refs_main([str(tmp_path / "missing.blockfs"), str(out)]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_default_refs_open_from_any_folder(volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default references name absolute file:// URLs: fsspec would resolve relative ones against the cwd."""
+    out = tmp_path / "refs" / "v.json"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    summary = write_references(volume.path, out)
+    doc = json.loads(out.read_text())
+    assert all(v.startswith("file:///") for v in doc["templates"].values()) and "e" in doc["templates"]
+    monkeypatch.chdir(elsewhere)
+    group = zarr.open_group("reference://", storage_options={"fo": str(out)}, mode="r")
+    assert np.array_equal(group["0"][...], volume.expected)
+    assert summary.side_path == str(out.with_suffix(".edges"))
+
+
+def test_relative_refs_open_from_their_folder(volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "v.json"
+    write_references(volume.path, out, relative=True)
+    doc = json.loads(out.read_text())
+    assert set(doc["templates"].values()) == {"vol/precomputed.blockfs.0", "v.edges"} or all(
+        not v.startswith(("/", "file:")) for v in doc["templates"].values()
+    )
+    assert np.array_equal(open_refs(out, monkeypatch)["0"][...], volume.expected)
+    with pytest.raises(BlockfsError):
+        write_references(volume.path, out, url_prefix="s3://b/", relative=True)
+
+
+def test_side_file_costs_what_the_edge_blocks_cost(tmp_path: Path) -> None:
+    """Padded edge chunks use the volume's own codec: zeros add almost nothing to the truncated blocks' bytes."""
+    data = sample_data("uint16", (70, 130, 130))
+    data[:] = np.arange(130, dtype=np.uint16)  # compressible, like real images
+    path = tmp_path / "v.blockfs"
+    write_volume(path, data, (32, 32, 32), compression="zstd", compression_level=5)
+    summary = write_references(path, tmp_path / "v.json")
+    assert summary.edge_chunks == 43 and summary.edge_stored_bytes > 0
+    assert summary.side_bytes < 1.25 * summary.edge_stored_bytes + 64 * summary.edge_chunks
+
+
+# ------------------------------------------------------------------ parquet
+def open_parquet(folder: Path, monkeypatch: pytest.MonkeyPatch, cwd: Path):  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(cwd)
+    return zarr.open_group("reference://", storage_options={"fo": str(folder)}, mode="r")
+
+
+def test_parquet_refs_of_a_pyramid(pyramid: PyramidSample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastparquet")
+    out = tmp_path / "refs.parq"
+    summary = write_references(pyramid.folder, out, fmt="parquet", record_size=7)
+    assert summary.side_path == str(out / "edges") and summary.edge_chunks > 0
+    assert (out / ".zmetadata").is_file() and (out / "0" / "refs.0.parq").is_file()
+    group = open_parquet(out, monkeypatch, tmp_path / "pyr")
+    for i, want in enumerate(pyramid.levels):
+        assert np.array_equal(group[str(i)][...], want), i
+    assert group.attrs["multiscales"][0]["datasets"][1]["path"] == "1"
+    # rewriting replaces the folder as a whole
+    write_references(pyramid.folder, out, fmt="parquet")
+    assert not (out / "0" / "refs.1.parq").exists()
+    assert np.array_equal(open_parquet(out, monkeypatch, tmp_path)["0"][...], pyramid.levels[0])
+
+
+def test_parquet_sparse_volume_skips_empty_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent blocks read as zeros; a record of positions without any block has no file at all."""
+    pytest.importorskip("fastparquet")
+    data = sample_data("uint8", (64, 64, 64))
+    absent = {(x, y, z) for x in range(0, 64, 16) for y in range(0, 64, 16) for z in range(0, 64, 16) if z >= 32 or y >= 32}
+    path = tmp_path / "v.blockfs"
+    write_volume(path, data, (16, 16, 16), absent=absent)
+    out = tmp_path / "v.parq"
+    summary = write_references(path, out, fmt="parquet", record_size=8)
+    assert summary.chunks == 4 * 4 * 4 - len(absent) and summary.side_path is None
+    assert sorted(p.name for p in (out / "0").iterdir()) == ["refs.0.parq", "refs.2.parq"]  # positions 8..15 (z 0, y 2..3) hold no block
+    got = open_parquet(out, monkeypatch, tmp_path)["0"][...]
+    assert np.array_equal(got, expected(data, (16, 16, 16), absent))
+
+
+def test_parquet_cli_and_refusals(volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fastparquet")
+    out = tmp_path / "cli.parq"
+    assert refs_main([str(volume.path), str(out), "--format", "parquet"]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert np.array_equal(open_parquet(out, monkeypatch, tmp_path / "vol")["0"][...], volume.expected)
+    assert refs_main([str(volume.path), str(out), "--format", "parquet", "--zarr-format", "3"]) == 1
+    assert "zarr v2" in capsys.readouterr().err
+    assert refs_main([str(volume.path), str(out), "--format", "parquet", "--inline-edges"]) == 1
+    assert refs_main([str(volume.path), str(tmp_path / "r.json"), "--relative"]) == 0
+    assert np.array_equal(open_refs(tmp_path / "r.json", monkeypatch)["0"][...], volume.expected)
