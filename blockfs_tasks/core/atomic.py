@@ -23,17 +23,36 @@ import re
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .naming import TEMP_MARKER, temporary_name_for, temporary_owner
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 logger = logging.getLogger(__name__)
 
-TEMP_MARKER = ".tmp-"
+__all__ = [
+    "TEMP_MARKER",
+    "fsync_folder",
+    "fsync_path",
+    "machine_token",
+    "owner_is_dead",
+    "process_owner",
+    "published",
+    "pwrite_all",
+    "sweep_temporaries",
+    "temporary_name",
+    "write_all",
+    "write_atomically",
+]
 
 
 # <host>-<token>-<pid>, or <host>-<pid> as written before the token existed
 _OWNER = re.compile(r"(?P<host>.+?)(?:-(?P<token>[0-9a-f]{8}))?-(?P<pid>\d+)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _machine_token(pid_namespace: str) -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
@@ -59,7 +78,7 @@ def process_owner() -> str:
 
 def temporary_name(path: str) -> str:
     """A temporary path beside ``path``, unique to this host, boot, container and process."""
-    return f"{path}{TEMP_MARKER}{process_owner()}"
+    return temporary_name_for(path, process_owner())
 
 
 def owner_is_dead(owner: str) -> bool:
@@ -96,11 +115,19 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: Buffer) -> None:
     """``os.write`` until every byte is written (writes may be partial)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def pwrite_all(fd: int, data: Buffer, offset: int) -> None:
+    """``os.pwrite`` until every byte is written at ``offset`` (writes may be partial)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 @contextmanager
@@ -121,7 +148,7 @@ def published(path: str) -> Iterator[str]:
         raise
 
 
-def write_atomically(path: str, chunks: Iterable[bytes | memoryview]) -> None:
+def write_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """Write ``chunks`` to ``path`` through a fsynced temporary file."""
     with published(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -141,7 +168,7 @@ def sweep_temporaries(path_prefix: str) -> list[str]:
     """
     removed = []
     for tmp in glob.glob(glob.escape(path_prefix) + "*" + TEMP_MARKER + "*"):
-        if not owner_is_dead(tmp.rsplit(TEMP_MARKER, 1)[1]):
+        if not owner_is_dead(temporary_owner(tmp)):
             continue
         try:
             os.unlink(tmp)

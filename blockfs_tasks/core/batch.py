@@ -24,10 +24,11 @@ import numpy as np
 
 from . import format as fmt
 from .atomic import fsync_folder, temporary_name, write_all, write_atomically
-from .blockfile import block_file_name, fragment_name
 from .codec import checksum
-from .directory import as_storable
-from .errors import BlockShapeError, FormatError, MissingFileError, TruncatedFileError
+from .encode import encode_block
+from .errors import FormatError
+from .merge import IndexMerger, check_block_file_holds
+from .naming import block_file_name, fragment_name
 from .parallel import bounded_map
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,8 @@ class BatchWriter:
 
     def _encode(self, item: tuple[np.ndarray, int, int, int]) -> tuple[int, bytes]:
         block, x, y, z = item
-        position = self.spec.grid.position(x, y, z)
         where = f"{self.directory_path}: batch {self.number}: block at (x, y, z) = ({x}, {y}, {z})"
-        expected = self.spec.grid.block_shape_at(x, y, z)
-        if tuple(np.shape(block)) != expected:
-            raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
-        return position, self.spec.codec.encode(as_storable(block, self.spec.dtype, where))
+        return encode_block(self.spec, block, x, y, z, where)
 
     def _append(self, position: int, data: bytes) -> None:
         write_all(self._fd, data)
@@ -152,8 +149,7 @@ def build_directory(
     batches, the later batch in ``numbers`` wins.
     """
     directory_path = os.path.abspath(directory_path)
-    index = np.zeros(spec.grid.n_blocks, fmt.INDEX_DTYPE)
-    names: list[str] = []
+    merger = IndexMerger(directory_path, np.zeros(spec.grid.n_blocks, fmt.INDEX_DTYPE), [])
     for number in numbers:
         path = fragment_name(directory_path, number)
         fragment = fmt.read_fragment(path, strict=True)
@@ -162,33 +158,11 @@ def build_directory(
                 f"{path}: fragment was written for another volume "
                 f"({fragment.spec.to_dict()}), expected {spec.to_dict()}"
             )
-        entries = fmt.newest_entries(fragment.entries)
-        if len(entries):
-            if np.any(entries["file"] != number):
-                raise FormatError(f"{path}: entries point outside block file {number}")
-            if int(entries["position"].max()) >= len(index):
-                raise FormatError(f"{path}: block position outside the volume's {len(index)} blocks")
-            block_path = block_file_name(directory_path, number)
-            try:
-                size = os.path.getsize(block_path)
-            except FileNotFoundError as e:
-                raise MissingFileError(f"{block_path}: block file of a committed fragment is missing") from e
-            end = int((entries["offset"] + entries["size"]).max())
-            if size < end:
-                raise TruncatedFileError(f"{block_path}: block file is truncated: {size} bytes, fragment needs {end}")
-            names.append(os.path.basename(block_path))
-            positions = entries["position"].astype(np.int64)
-            index["offset"][positions] = entries["offset"]
-            index["size"][positions] = entries["size"]
-            index["crc32c"][positions] = entries["crc32c"]
-            index["file"][positions] = len(names)
+        if merger.apply(fragment.entries, path, expected_file=number):
+            check_block_file_holds(block_file_name(directory_path, number), fmt.newest_entries(fragment.entries))
         if progress is not None:
             progress(1)
-    used = np.unique(index["file"][index["file"] > 0])
-    if len(used) < len(names):  # batches entirely superseded by later ones
-        remap = np.zeros(len(names) + 1, np.uint32)
-        remap[used] = np.arange(1, len(used) + 1, dtype=np.uint32)
-        index["file"] = remap[index["file"]]
-        names = [names[i - 1] for i in used]
-    write_atomically(directory_path, [fmt.encode_directory_header(spec, names, index), index])
+    merger.drop_unused_names()  # batches entirely superseded by later ones
+    index = merger.index
+    write_atomically(directory_path, [fmt.encode_directory_header(spec, merger.block_names, index), index.data])
     return int(np.count_nonzero(index["file"]))

@@ -1,4 +1,4 @@
-"""Block files: their names, the live appender that writes one, the reader.
+"""Block files: the live appender that writes one (with its :class:`~.journal.Journal`), the reader.
 
 Block file ``k`` of a volume is ``<directory file>.<k>``. A live writer
 process claims the first free ``k`` with ``O_CREAT | O_EXCL``, which needs no
@@ -6,7 +6,8 @@ lock, and is then the only process that writes to that file and to its
 journal ``<directory file>.<k>.journal``. Each appended block is committed by
 one 32-byte entry in that journal, written after the block's bytes. No two
 processes ever write to the same file, so nothing depends on appends being
-atomic across processes or hosts (they are not on NFS).
+atomic across processes or hosts (they are not on NFS). File names are
+made in :mod:`.naming`.
 
 An appender writes at offsets it tracks itself (``pwrite``), and a failed
 write is undone (both files truncated back to their last committed end)
@@ -19,12 +20,11 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import re
 import threading
 
 import numpy as np
 
-from .atomic import temporary_name
+from .atomic import pwrite_all
 from .codec import BlockCodec, checksum
 from .errors import (
     ChecksumError,
@@ -33,62 +33,33 @@ from .errors import (
     TruncatedFileError,
     WriteFailedError,
 )
-from .format import encode_entry
+from .fragment import encode_entry
+from .journal import Journal, journal_files
+from .naming import (
+    FRAGMENT_SUFFIX,
+    JOURNAL_SUFFIX,
+    block_file_name,
+    block_file_number,
+    fragment_name,
+    journal_name,
+    legacy_journal_name,
+)
 
-JOURNAL_SUFFIX = ".journal"
-FRAGMENT_SUFFIX = ".fragment"
-
-
-def block_file_name(directory_path: str, number: int) -> str:
-    """Path of block file ``number`` of the volume at ``directory_path``."""
-    return f"{directory_path}.{number}"
-
-
-def fragment_name(directory_path: str, number: int) -> str:
-    """Path of the fragment that indexes block file ``number``."""
-    return f"{block_file_name(directory_path, number)}{FRAGMENT_SUFFIX}"
-
-
-def journal_name(directory_path: str, number: int = 0) -> str:
-    """Path of the journal of block file ``number`` (written by that file's live writer only)."""
-    return f"{block_file_name(directory_path, number)}{JOURNAL_SUFFIX}"
-
-
-def legacy_journal_name(directory_path: str) -> str:
-    """The journal that all live writers of a session shared before 2.1 (replayed, never written)."""
-    return f"{directory_path}{JOURNAL_SUFFIX}"
-
-
-def journal_files(directory_path: str) -> list[str]:
-    """Every journal of the volume that exists now, oldest first.
-
-    Block file numbers only grow within a volume (a writer claims the first
-    free one), so sorting by number puts an earlier session's journals before
-    a later one's: replayed in this order, the newest entry of a position wins.
-    """
-    folder, base = os.path.split(directory_path)
-    numbered = []
-    for name in os.listdir(folder or "."):  # listdir + string tests: this runs before every read of a session
-        if name.startswith(base) and name.endswith(JOURNAL_SUFFIX):
-            number = name[len(base) + 1 : -len(JOURNAL_SUFFIX)]
-            if name[len(base) : len(base) + 1] == "." and number.isdigit():
-                numbered.append((int(number), os.path.join(folder, name)))
-    legacy = legacy_journal_name(directory_path)
-    return ([legacy] if os.path.exists(legacy) else []) + [p for _, p in sorted(numbered)]
-
-
-def block_file_number(directory_path: str, path: str) -> int | None:
-    """The ``k`` of a block file path ``<directory>.<k>``, or None for any other path."""
-    match = re.fullmatch(re.escape(os.path.basename(directory_path)) + r"\.(\d+)", os.path.basename(path))
-    return int(match.group(1)) if match else None
-
-
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """``os.pwrite`` until every byte is written at ``offset`` (writes may be partial)."""
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+# Names that moved to .naming, .journal and .atomic, importable from here as before.
+__all__ = [
+    "FRAGMENT_SUFFIX",
+    "JOURNAL_SUFFIX",
+    "BlockFileAppender",
+    "BlockFileReader",
+    "block_file_name",
+    "block_file_number",
+    "fragment_name",
+    "journal_files",
+    "journal_name",
+    "legacy_journal_name",
+    "process_appenders",
+    "pwrite_all",
+]
 
 
 class BlockFileAppender:
@@ -108,7 +79,7 @@ class BlockFileAppender:
             except FileExistsError:
                 continue
             try:
-                self._journal_fd = self._create_journal(journal_name(directory_path, number), journal_header)
+                self._journal = Journal.create(directory_path, number, journal_header)
             except FileExistsError:  # a journal left without its block file (a crash in create())
                 os.close(self._fd)
                 os.unlink(path)
@@ -120,22 +91,8 @@ class BlockFileAppender:
             break
         self.number = number
         self.path = path
-        self.journal_path = journal_name(directory_path, number)
+        self.journal_path = self._journal.path
         self._offset = 0  # end of the last committed block
-        self._journal_end = len(journal_header)  # end of the last committed entry
-
-    @staticmethod
-    def _create_journal(path: str, header: bytes) -> int:
-        """Create ``path`` holding ``header``, whole or not at all (temporary file + link); open it."""
-        tmp = temporary_name(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            pwrite_all(fd, header, 0)
-            os.link(tmp, path)
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
-        return os.open(path, os.O_WRONLY)  # by its own name, so tools (lsof, strace -P) name it
 
     def append(self, position: int, data: bytes) -> None:
         """Append one encoded block, then commit it with its journal entry.
@@ -156,18 +113,17 @@ class BlockFileAppender:
                 self._undo(e, self.path, what)
             entry = encode_entry(position, self.number, self._offset, len(data), crc)
             try:
-                pwrite_all(self._journal_fd, entry, self._journal_end)
+                self._journal.append(entry)
             except OSError as e:
                 self._undo(e, self.journal_path, f"committing the block at offset {self._offset} of {self.path}")
             self._offset += len(data)
-            self._journal_end += len(entry)
 
     def _undo(self, error: OSError, path: str, what: str) -> None:
         """Truncate both files back to their committed ends, then raise ``error`` naming ``path``."""
         message = f"{what}: {error.strerror or error}; the block was not committed"
         try:
             os.ftruncate(self._fd, self._offset)
-            os.ftruncate(self._journal_fd, self._journal_end)
+            self._journal.truncate()
         except OSError as undo_error:
             self._failure = (
                 f"{message}, and truncating back to the last committed block failed too "
@@ -194,8 +150,8 @@ class BlockFileAppender:
                 raise WriteFailedError(e.errno or errno.EIO, self._failure, self.path) from e
             finally:
                 os.close(self._fd)
-                os.close(self._journal_fd)
-                self._fd = self._journal_fd = -1
+                self._journal.close()
+                self._fd = -1
 
 
 class _ProcessAppenders:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
+
 from .errors import BlockfsError, ConfigurationError
 
 
@@ -26,7 +28,7 @@ def check_int(
 
     ``what`` names the value in the message ("a compression level", "n_threads").
     """
-    if isinstance(value, bool) or getattr(value, "dtype", None) == bool:
+    if isinstance(value, bool) or getattr(value, "dtype", None) == np.dtype(bool):
         raise error(f"Expected {what} to be an integer. Got {value!r} instead.")
     try:
         number = operator.index(value)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import google_crc32c
 import imagecodecs
 import numpy as np
 from numcodecs import blosc
+from numpy.typing import DTypeLike
 
 from .errors import ConfigurationError, FormatError, UnsupportedCodecError
 
@@ -61,12 +62,12 @@ def available_compressors() -> list[str]:
     return list(blosc.list_compressors())
 
 
-def checksum(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, hardware accelerated where possible."""
-    return google_crc32c.value(data)
+def checksum(data: bytes | memoryview | np.ndarray) -> int:
+    """CRC-32C (Castagnoli) of ``data`` (any contiguous buffer), hardware accelerated where possible."""
+    return int(google_crc32c.value(data))
 
 
-def check_dtype(dtype: object) -> np.dtype:
+def check_dtype(dtype: DTypeLike) -> np.dtype:
     """Return ``dtype`` as a numpy dtype, or raise if blockfs cannot store it."""
     try:
         result = np.dtype(dtype)
@@ -122,14 +123,14 @@ class BlockCodec:
         # One thread per call: callers compress many blocks in parallel (threads
         # or processes). numcodecs would use Blosc's global thread pool in a
         # main thread, which costs ~60% more CPU per block for no gain in that case.
-        return imagecodecs.blosc_encode(
-            array,
+        return cast(bytes, imagecodecs.blosc_encode(  # the stub says bytes; it returns bytes
+            array,  # type: ignore[arg-type]  # the stub lists buffers only; any C-contiguous array works
             level=self.level,
             compressor=self.compression,
             shuffle=1 if self.shuffle else 0,
             typesize=array.dtype.itemsize,
             numthreads=1,
-        )
+        ))
 
     @staticmethod
     def decode(
@@ -183,7 +184,9 @@ def codec_from_dict(record: Any) -> BlockCodec:
             f"codec {BLOSC_ID!r}: expected shuffle 0 (none) or 1 (byte). Got {_short(shuffle)} instead."
         )
     try:
-        return BlockCodec(record.get("cname"), record.get("clevel"), bool(shuffle))
+        cname: Any = record.get("cname")  # checked by BlockCodec: a missing one is an error there
+        clevel: Any = record.get("clevel")
+        return BlockCodec(cname, clevel, bool(shuffle))
     except (ConfigurationError, TypeError) as e:
         raise FormatError(f"codec {BLOSC_ID!r}: {e}") from e
 

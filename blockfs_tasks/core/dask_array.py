@@ -30,7 +30,8 @@ def dask_array(directory: Directory, name: str | None = None) -> Any:
     da = require("dask.array", extra="zarr", purpose="Directory.to_dask()", package="dask")
     tokenize = require("dask.base", extra="zarr", purpose="Directory.to_dask()", package="dask").tokenize
     chunks = tuple(
-        tuple(min(b, n - i) for i in range(0, n, b)) for n, b in zip(directory.shape, directory.grid.block_shape)
+        tuple(min(b, n - i) for i in range(0, n, b))
+        for n, b in zip(directory.shape, directory.grid.block_shape, strict=True)
     )
     path = directory.directory_filename
     token = name or "blockfs-" + tokenize(path, os.path.getmtime(path), directory.shape, directory.dtype.str)
@@ -38,4 +39,6 @@ def dask_array(directory: Directory, name: str | None = None) -> Any:
     def read(block_id: tuple[int, int, int] | None = None) -> np.ndarray:
         return _read_block(directory, block_id)  # type: ignore[arg-type]  # dask passes block_id
 
-    return da.map_blocks(read, dtype=directory.dtype, chunks=chunks, name=token, meta=np.empty((0, 0, 0), directory.dtype))
+    return da.map_blocks(
+        read, dtype=directory.dtype, chunks=chunks, name=token, meta=np.empty((0, 0, 0), directory.dtype)
+    )

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,49 +35,31 @@ import numpy as np
 from . import format as fmt
 from . import session as sessions
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
-from .blockfile import (
-    BlockFileReader,
-    block_file_name,
-    block_file_number,
-    journal_files,
-    process_appenders,
-)
+from .blockfile import BlockFileReader, process_appenders
 from .codec import BlockCodec, Compression
+from .encode import as_storable, encode_block
 from .errors import (
-    BlockDTypeError,
     BlockShapeError,
     ConfigurationError,
-    OutOfBoundsError,
     ReadOnlyError,
     VolumeInUseError,
     WriteFailedError,
     WriterDiedError,
 )
 from .grid import BlockGrid
+from .journal import JournalReplay, journal_files, read_journal, remove_journals
+from .merge import IndexMerger
+from .naming import block_file_number, volume_files
+from .paged_index import PagedIndex
 from .parallel import bounded_map
+from .region import normalize_key, read_region
 
 logger = logging.getLogger(__name__)
 
+# as_storable (now in .encode) and volume_files (now in .naming) stay importable from here.
+__all__ = ["Directory", "as_storable", "resolve_block_path", "volume_files"]
+
 _MODES = ("r", "r+")
-
-
-def as_storable(block: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
-    """``block`` as a C-ordered little-endian array of ``dtype``, or raise if that loses data.
-
-    Safe casts always pass; an integer block of a wider integer dtype passes
-    when all its values fit (``np.random.randint`` gives int64, for instance).
-    """
-    block = np.asarray(block)
-    if block.dtype != dtype and not np.can_cast(block.dtype, dtype, "safe"):
-        fits = False
-        if block.dtype.kind in "iu" and dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            fits = block.size == 0 or (int(block.min()) >= info.min and int(block.max()) <= info.max)
-        if not fits:
-            raise BlockDTypeError(
-                f"{where}: a block of dtype {block.dtype} cannot be stored as {dtype.name} without loss"
-            )
-    return np.ascontiguousarray(block, dtype=dtype)
 
 
 def resolve_block_path(directory_path: str, name: str) -> str:
@@ -94,18 +75,6 @@ def resolve_block_path(directory_path: str, name: str) -> str:
     if os.path.exists(name):
         return name
     return os.path.join(folder, os.path.basename(name))
-
-
-def volume_files(directory_path: str) -> list[str]:
-    """Every block, fragment and journal file of a volume that exists now."""
-    base = os.path.basename(directory_path)
-    pattern = re.compile(re.escape(base) + r"\.(\d+(\.fragment|\.journal)?|journal)")
-    folder = os.path.dirname(directory_path) or "."
-    return sorted(
-        os.path.join(folder, f)
-        for f in os.listdir(folder)
-        if pattern.fullmatch(f)
-    )
 
 
 class Directory:
@@ -148,7 +117,8 @@ class Directory:
         shuffle: bool = True,
     ) -> None:
         grid = BlockGrid((x_extent, y_extent, z_extent), (x_block_size, y_block_size, z_block_size))
-        codec = BlockCodec(compression, compression_level, shuffle)
+        codec = BlockCodec(compression.name if isinstance(compression, Compression) else compression,
+                           compression_level, shuffle)
         self._init(fmt.VolumeSpec(grid, dtype, codec, dict(metadata or {})), directory_filename)
 
     def _init(self, spec: fmt.VolumeSpec, path: str | os.PathLike[str]) -> None:
@@ -157,10 +127,10 @@ class Directory:
         self.version = fmt.VERSION
         self._mode = "new"
         self._owner_pid = os.getpid()
-        self._index: np.ndarray | None = None
+        self._index: np.ndarray | PagedIndex | None = None
         self._block_names: list[str] = []
         self._reader: BlockFileReader | None = None
-        self._journal_seen: dict[str, tuple[int, int]] = {}  # journal -> (bytes, entries) merged so far
+        self._replay = JournalReplay(self.directory_filename, spec)  # what the journals added since last look
         self._session: sessions.Session | None = None  # held by the Directory that began the session
         self._failure: WriteFailedError | None = None  # a failed fsync: close() never succeeds after it
         self._journal_header: bytes | None = None
@@ -291,12 +261,12 @@ class Directory:
             for old in volume_files(path):
                 os.unlink(old)
             empty = np.zeros(self.grid.n_blocks, fmt.INDEX_DTYPE)
-            write_atomically(path, [fmt.encode_directory_header(self.spec, [], empty), empty])
+            write_atomically(path, [fmt.encode_directory_header(self.spec, [], empty), empty.data])
         except BaseException:
             session.release()
             raise
         self._session, self._failure = session, None
-        self._journal_seen = {}
+        self._replay = JournalReplay(path, self.spec)
         self._index, self._block_names, self._committed_names = empty, [], []
         self._mode, self._owner_pid = "w", os.getpid()
         logger.debug("created %r", self)
@@ -374,57 +344,15 @@ class Directory:
         order in which this process saw the commits.
         """
         with self._lock:
-            for journal in journal_files(self.directory_filename):
-                try:
-                    size = os.path.getsize(journal)
-                except FileNotFoundError:  # the session closed and merged it meanwhile
-                    continue
-                seen_size, seen_entries = self._journal_seen.get(journal, (0, 0))
-                if size == seen_size:
-                    continue
-                fragment = self._read_journal(journal)
-                if fragment is None:
-                    continue
-                self._journal_seen[journal] = (size, len(fragment.entries))
-                self._merge(fragment.entries[seen_entries:])
+            for journal, entries in self._replay.new_entries():
+                self._merge(entries, journal)
 
-    def _read_journal(self, journal: str) -> fmt.Fragment | None:
-        """A journal's valid entries; None if it is gone or was written for another volume."""
-        try:
-            fragment = fmt.read_fragment(journal, strict=False)
-        except FileNotFoundError:
-            return None
-        if not fragment.spec.same_volume(self.spec):
-            logger.warning("%s: ignoring a journal written for another volume", journal)
-            return None
-        return fragment
-
-    def _merge(self, entries: np.ndarray) -> None:
-        """Apply entries (commit order) to the index; file numbers become list indexes."""
-        entries = fmt.newest_entries(entries)
-        if len(entries) == 0:
+    def _merge(self, entries: np.ndarray, where: str) -> None:
+        """Apply entries (commit order) to a copy of the index (readers may hold the old one)."""
+        merger = IndexMerger(self.directory_filename, np.array(self._index, copy=True), list(self._block_names))
+        if merger.apply(entries, where) == 0:
             return
-        index = np.array(self._index, copy=True)
-        names = list(self._block_names)
-        slot_of = {n: i for i, n in enumerate(names)}
-        file_column = np.empty(len(entries), np.uint32)
-        for number in np.unique(entries["file"]):
-            name = os.path.basename(block_file_name(self.directory_filename, int(number)))
-            if name not in slot_of:
-                slot_of[name] = len(names)
-                names.append(name)
-            file_column[entries["file"] == number] = slot_of[name] + 1
-        positions = entries["position"].astype(np.int64)
-        if positions.max() >= len(index):
-            raise OutOfBoundsError(
-                f"{self.directory_filename}: a journal names block position {positions.max()} "
-                f"outside the volume's {len(index)} blocks"
-            )
-        index["offset"][positions] = entries["offset"]
-        index["size"][positions] = entries["size"]
-        index["file"][positions] = file_column
-        index["crc32c"][positions] = entries["crc32c"]
-        self._index, self._block_names = index, names
+        self._index, self._block_names = merger.index, merger.block_names
         if self._reader is None:
             self._reader = BlockFileReader(self.block_filenames, True)
         else:  # names are only appended: open descriptors stay valid for threads reading now
@@ -452,12 +380,8 @@ class Directory:
         volume's edges, see :meth:`get_block_size`).
         """
         self._check_writable()
-        position = self.grid.position(x, y, z)
         where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
-        expected = self.grid.block_shape_at(x, y, z)
-        if tuple(np.shape(block)) != expected:
-            raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
-        data = self.spec.codec.encode(as_storable(block, self.dtype, where))
+        position, data = encode_block(self.spec, block, x, y, z, where)
         session = sessions.session_identity(self.directory_filename)
         header = self._journal_header or fmt.encode_fragment_header(self.spec)
         self._journal_header = header
@@ -516,13 +440,13 @@ class Directory:
         entries = []
         journals = journal_files(self.directory_filename)
         for journal in journals:  # read each once: merged, and checked for torn block files
-            fragment = self._read_journal(journal)
+            fragment = read_journal(journal, self.spec)
             if fragment is not None:
                 entries.append(fragment.entries)
         all_entries = np.concatenate(entries) if entries else None
         if all_entries is not None:
             with self._lock:
-                self._merge(all_entries)
+                self._merge(all_entries, f"{self.directory_filename}: journals")
         for name in [n for n in self._block_names if n not in old_names]:
             block_file = resolve_block_path(self.directory_filename, name)
             try:
@@ -536,14 +460,11 @@ class Directory:
         index = np.ascontiguousarray(self._index)
         write_atomically(
             self.directory_filename,
-            [fmt.encode_directory_header(self.spec, self._block_names, index), index],
+            [fmt.encode_directory_header(self.spec, self._block_names, index), index.data],
         )
         self.version = fmt.VERSION
         torn = self._torn_block_files(old_names, all_entries)
-        for journal in journals:
-            os.unlink(journal)
-        if journals:
-            fsync_folder(self.directory_filename)
+        remove_journals(self.directory_filename, journals)
         sweep_temporaries(self.directory_filename)
         self._end_session()
         self._mode = "closed"
@@ -624,7 +545,8 @@ class Directory:
             self._load()
         elif self._mode == "w" and refresh:
             self._replay_journal()
-        return self._index[self.grid.position(x, y, z)]  # type: ignore[index]
+        entry: np.void = self._index[self.grid.position(x, y, z)]  # type: ignore[index]  # loaded above
+        return entry
 
     def _read_pool(self) -> ThreadPoolExecutor:
         """The threads that read and decode the blocks of region reads, made on first use.
@@ -685,40 +607,17 @@ class Directory:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Read any (z, y, x) region with numpy slicing, touching only the blocks it needs."""
-        slices, squeeze = _normalize_key(key, self.shape)
-        (z0, z1, zs), (y0, y1, ys), (x0, x1, xs) = slices
-        box = (max(z1, z0), max(y1, y0), max(x1, x0))
-        out = np.zeros((box[0] - z0, box[1] - y0, box[2] - x0), self.dtype)
+        slices, squeeze = normalize_key(key, self.shape)
         self._load()  # in a writing session: merge new journal entries once, not per block
-        entries = {
-            o: e for o in (self.grid.origins_in_region(z0, box[0], y0, box[1], x0, box[2]) if out.size else ())
-            if (e := self._entry(*o, refresh=False))["file"]  # absent blocks are zeros already
-        }
-        origins = list(entries)
-        buffers = threading.local()  # one decode buffer per thread and block shape
-
-        def fill(origin: tuple[int, int, int]) -> None:
-            bx, by, bz = origin
-            shape = self.grid.block_shape_at(bx, by, bz)
-            cache = buffers.__dict__.setdefault("by_shape", {})
-            if shape not in cache:
-                cache[shape] = np.empty(shape, self.dtype)
-            block = self._read_block(entries[origin], bx, by, bz, cache[shape])
-            sz, sy, sx = block.shape
-            zz = slice(max(z0, bz), min(box[0], bz + sz))
-            yy = slice(max(y0, by), min(box[1], by + sy))
-            xx = slice(max(x0, bx), min(box[2], bx + sx))
-            out[zz.start - z0 : zz.stop - z0, yy.start - y0 : yy.stop - y0, xx.start - x0 : xx.stop - x0] = block[
-                zz.start - bz : zz.stop - bz, yy.start - by : yy.stop - by, xx.start - bx : xx.stop - bx
-            ]
-
-        if len(origins) > 1:
-            list(self._read_pool().map(fill, origins))
-        elif origins:
-            fill(origins[0])
-        result = out[:: zs, :: ys, :: xs]
-        return result[squeeze] if squeeze else result
-
+        return read_region(
+            slices,
+            squeeze,
+            self.grid,
+            self.dtype,
+            lambda origin: self._entry(*origin, refresh=False),
+            lambda entry, origin, out: self._read_block(entry, *origin, out),
+            self._read_pool,
+        )
 
 def _in_spawned_child_bootstrap() -> bool:
     """True while a spawned child re-imports the main script (multiprocessing's own test).
@@ -728,31 +627,3 @@ def _in_spawned_child_bootstrap() -> bool:
     """
     return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
-
-def _normalize_key(key: Any, shape: tuple[int, int, int]) -> tuple[list[tuple[int, int, int]], tuple]:
-    """Turn a numpy-style (z, y, x) key into (start, stop, step) per axis."""
-    if not isinstance(key, tuple):
-        key = (key,)
-    if any(k is Ellipsis for k in key):
-        i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
-    if len(key) > 3:
-        raise OutOfBoundsError(f"too many indices for a 3-D volume: {len(key)}")
-    key = key + (slice(None),) * (3 - len(key))
-    out, squeeze = [], []
-    for axis, (k, n) in enumerate(zip(key, shape)):
-        if isinstance(k, (int, np.integer)):
-            i = int(k) + n if k < 0 else int(k)
-            if not 0 <= i < n:
-                raise OutOfBoundsError(f"index {k} is out of bounds for axis {'zyx'[axis]} of size {n}")
-            out.append((i, i + 1, 1))
-            squeeze.append(0)
-        elif isinstance(k, slice):
-            start, stop, step = k.indices(n)
-            if step < 1:
-                raise OutOfBoundsError("negative or zero steps are not supported in volume reads")
-            out.append((start, max(stop, start), step))
-            squeeze.append(slice(None))
-        else:
-            raise OutOfBoundsError(f"unsupported index {k!r}: use integers and slices")
-    return out, (tuple(squeeze) if 0 in squeeze else ())

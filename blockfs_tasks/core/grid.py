@@ -53,7 +53,7 @@ class BlockGrid:
     @property
     def grid_shape(self) -> tuple[int, int, int]:
         """Number of blocks along (z, y, x)."""
-        return tuple(-(-e // b) for e, b in zip(self.shape, self.block_shape))  # type: ignore[return-value]
+        return tuple(-(-e // b) for e, b in zip(self.shape, self.block_shape, strict=True))  # type: ignore[return-value]
 
     @property
     def n_blocks(self) -> int:
@@ -63,7 +63,7 @@ class BlockGrid:
 
     def check_origin(self, x: int, y: int, z: int) -> None:
         """Raise unless (x, y, z) is the first voxel of a block inside the volume."""
-        for name, v, extent, size in zip("xyz", (x, y, z), self.extent_xyz, self.block_xyz):
+        for name, v, extent, size in zip("xyz", (x, y, z), self.extent_xyz, self.block_xyz, strict=True):
             if not 0 <= v < extent:
                 raise OutOfBoundsError(
                     f"{name}={v} is outside the volume: expected 0 <= {name} < {extent} "

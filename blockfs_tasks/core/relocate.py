@@ -37,7 +37,6 @@ import numpy as np
 
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, temporary_name
 from .blockfile import journal_files
-from .session import read_session
 from .directory import resolve_block_path
 from .errors import (
     ConfigurationError,
@@ -47,6 +46,7 @@ from .errors import (
     VolumeExistsError,
 )
 from .format import VERSION_1, DirectoryContents, read_directory, rewrite_metadata
+from .session import read_session
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def copy_volume(src: str, dest_folder: str, move: bool = False) -> str:
                 raise MissingFileError(f"{path}: block file of {src} is missing; nothing was copied")
         if not os.path.isdir(dest_folder):
             os.mkdir(dest_folder)
-        for source, target in zip(sources, targets):
+        for source, target in zip(sources, targets, strict=True):
             sweep_temporaries(target)
             _place(source, target, link=move)
         fsync_folder(dest)
@@ -272,8 +272,10 @@ def _check_same_volume(
         and np.array_equal(other.index, contents.index)
     )
     if not same:
-        raise VolumeExistsError(f"{dest} already exists and holds another volume; remove it or choose another destination")
-    for source, target in zip(sources, targets):
+        raise VolumeExistsError(
+            f"{dest} already exists and holds another volume; remove it or choose another destination"
+        )
+    for source, target in zip(sources, targets, strict=True):
         if not os.path.exists(target):
             raise VolumeExistsError(f"{dest} already exists but its block file {target} is missing; remove it")
         if os.path.exists(source) and not _same_bytes(source, target):
@@ -283,7 +285,7 @@ def _check_same_volume(
 def _remove_source(src: str, sources: list[str], targets: list[str]) -> None:
     """Unlink the source's block files, then its directory file (the destination is published)."""
     folders = set()
-    for source, target in zip(sources, targets):
+    for source, target in zip(sources, targets, strict=True):
         if os.path.abspath(source) == target:
             continue  # a format 1.0.0 block file that already lived in the destination folder
         try:

@@ -38,15 +38,12 @@ from dataclasses import asdict, dataclass
 
 from .atomic import fsync_folder, machine_token, temporary_name, write_all
 from .errors import MissingFileError, ReadOnlyError, VolumeInUseError
+from .naming import SESSION_SUFFIX, session_file_name
 
 logger = logging.getLogger(__name__)
 
-SESSION_SUFFIX = ".session"
-
-
-def session_file_name(directory_path: str) -> str:
-    """Path of the session file of the volume at ``directory_path``."""
-    return f"{directory_path}{SESSION_SUFFIX}"
+__all__ = ["SESSION_SUFFIX", "Session", "SessionInfo", "acquire", "read_session", "session_file_name",
+           "session_identity"]
 
 
 @dataclass(frozen=True)

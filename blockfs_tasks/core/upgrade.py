@@ -137,7 +137,9 @@ def _share_block_files(block_paths: list[str], dest: str) -> list[str]:
         name = os.path.basename(path)
         target = os.path.join(folder, name)
         if name in names:
-            raise VolumeExistsError(f"{dest}: two block files are named {name!r}; upgrade each volume in its own folder")
+            raise VolumeExistsError(
+                f"{dest}: two block files are named {name!r}; upgrade each volume in its own folder"
+            )
         names.append(name)
         if not os.path.exists(path) or (os.path.exists(target) and os.path.samefile(path, target)):
             continue  # a missing file's blocks were reported bad; one already in place is shared
@@ -227,7 +229,7 @@ def upgrade_volume(
         header = fmt.encode_directory_header(spec, names, index)
     except FormatError as e:
         raise FormatError(f"{src}: cannot be written as format {fmt.VERSION}: {e}") from e
-    write_atomically(dest, [header, index])
+    write_atomically(dest, [header, np.ascontiguousarray(index).data])
     report.published, report.dropped_bad = True, bool(report.bad_blocks)
     logger.info("%s", report.summary())
     return report

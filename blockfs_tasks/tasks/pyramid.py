@@ -16,7 +16,7 @@ from typing import Any
 import luigi
 
 from ..core.batch import BatchWriter
-from ..core.format import VolumeSpec, read_directory
+from ..core.format import VolumeSpec, read_spec
 from ..pyramid import (
     Pyramid,
     downsample_batch,
@@ -70,7 +70,7 @@ class _PyramidPlan(luigi.Task):
         )
 
     def spec_of(self, level: int) -> VolumeSpec:
-        level0 = read_directory(self.level0).spec
+        level0 = read_spec(self.level0)
         return level_spec(level0, self.plan.levels[level], self.plan.mode)
 
 
@@ -78,7 +78,7 @@ class PlaceLevel0(_PyramidPlan):
     """Level 0 inside the pyramid folder (a hard link, or a copy across filesystems)."""
 
     def output(self) -> VolumeTarget:
-        return VolumeTarget(self.plan.path(0), lambda: read_directory(self.level0).spec)
+        return VolumeTarget(self.plan.path(0), lambda: read_spec(self.level0))
 
     def run(self) -> None:
         prepare_pyramid(self.plan, self.level0, "link")

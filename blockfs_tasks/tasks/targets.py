@@ -23,7 +23,7 @@ import numpy as np
 from ..core.batch import batch_complete
 from ..core.blockfile import fragment_name
 from ..core.errors import BlockfsError, MissingFileError, OutputExistsError
-from ..core.format import VolumeSpec, read_directory
+from ..core.format import VolumeSpec, read_spec
 from ..ingest.errors import SourceError
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class VolumeTarget(luigi.LocalTarget):
                 f"{os.path.join(path, 'volume.blockfs')}"
             )
         try:
-            have = read_directory(path).spec
+            have = read_spec(path)
         except (BlockfsError, OSError) as e:
             raise OutputExistsError(
                 f"{path} exists and is not a blockfs volume ({e}); remove it or choose another destination"
@@ -132,7 +132,7 @@ class PlaneFilesTarget(luigi.Target):
     def exists(self) -> bool:
         if not all(os.path.exists(p) for p in self.paths):
             return False
-        spec = read_directory(self.volume).spec
+        spec = read_spec(self.volume)
         ex, ey, _ = spec.grid.extent_xyz
         for path in dict.fromkeys([self.paths[0], self.paths[-1]]):
             try:

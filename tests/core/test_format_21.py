@@ -12,11 +12,11 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import pytest
+from v1_writer import write_v1_volume
 
-from blockfs_tasks.core import Directory, FormatError
+from blockfs_tasks.core import Directory, FormatError, directory_file
 from blockfs_tasks.core import format as fmt
 from blockfs_tasks.core.errors import CorruptIndexError, UnsupportedCodecError
-from v1_writer import write_v1_volume
 
 from .helpers import TESTS, random_block, same
 
@@ -125,7 +125,7 @@ def mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, np.nd
     spec = fmt.read_directory(path).spec
     index = np.array(fmt.read_directory(path).index)
     path.write_bytes(fmt.encode_directory_header(spec, ["v.blockfs.0"], index, page_entries=200) + index.tobytes())
-    monkeypatch.setattr(fmt, "MMAP_THRESHOLD", 0)
+    monkeypatch.setattr(directory_file, "MMAP_THRESHOLD", 0)
     return path, data
 
 
@@ -162,7 +162,7 @@ def test_mapped_index_reads_like_an_array(mapped: tuple[Path, np.ndarray]) -> No
 def test_mapped_2_0_0_index_is_checked_in_one_streaming_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(V2_DATA / "v2_uint16_zstd_live", tmp_path / "v", copy_function=shutil.copyfile)
     path = tmp_path / "v" / "precomputed.blockfs"
-    monkeypatch.setattr(fmt, "MMAP_THRESHOLD", 0)
+    monkeypatch.setattr(directory_file, "MMAP_THRESHOLD", 0)
     expected = np.load(tmp_path / "v" / "expected.npy")
     assert same(Directory.open(path)[:], expected)
     _flip(path, len(path.read_bytes()) - 20 + 12)  # "file" of the last entry
@@ -183,7 +183,7 @@ def test_opening_a_20m_block_volume_reads_no_index(tmp_path: Path) -> None:
     crcs = np.full(pages, zero_page, "<u4")
     crcs[-1] = last
     md = {**spec.to_dict(), "BlockFiles": [], "IndexPageEntries": fmt.PAGE_ENTRIES}
-    head = fmt._header_with_table(md, crcs)
+    head = fmt.header_with_table(md, crcs)
     with open(path, "wb") as f:
         f.write(head)
         f.truncate(len(head) + 20 * n)  # a sparse file: an all-absent index

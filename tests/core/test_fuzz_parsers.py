@@ -180,7 +180,7 @@ def _resealed(raw: bytes, key: str, value: object, kind: str) -> bytes:
         md[key] = value
     if kind == "directory 2.1.0":
         table = np.frombuffer(raw, "<u4", count=n_pages, offset=20 + m)
-        return fmt._header_with_table(md, table) + raw[start:]
+        return fmt.header_with_table(md, table) + raw[start:]
     body = json.dumps(md, allow_nan=True).encode()
     if kind == "directory 1.0.0":
         return raw[:8] + struct.pack("<II", len(body), 16 + len(body)) + body + raw[start:]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from v1_writer import write_v1_volume
 
 from blockfs_tasks.cli import info_main, verify_main
-from blockfs_tasks.core import Directory
+from blockfs_tasks.core import Directory, directory_file
 from blockfs_tasks.core import format as fmt
-from v1_writer import write_v1_volume
 
 from .helpers import random_block
 
@@ -37,7 +37,7 @@ def test_verify_recomputes_the_crc_of_a_memory_mapped_index(
     contents = fmt.read_directory(path)
     index = np.array(contents.index)
     path.write_bytes(fmt.encode_directory_header(contents.spec, contents.block_files, index, page_entries=100) + index.tobytes())
-    monkeypatch.setattr(fmt, "MMAP_THRESHOLD", 0)  # the path of volumes over ~3.36 M blocks
+    monkeypatch.setattr(directory_file, "MMAP_THRESHOLD", 0)  # the path of volumes over ~3.36 M blocks
     raw = bytearray(path.read_bytes())
     dpos = struct.unpack_from("<I", raw, 12)[0]
     raw[dpos + 20 * 250 + 12] ^= 1  # position 250's "file": present -> absent

@@ -1,0 +1,86 @@
+"""Every file name of a volume, in one place.
+
+For the directory file ``vol.blockfs``:
+
+- block file ``k``: ``vol.blockfs.<k>``
+- its fragment (batch writer): ``vol.blockfs.<k>.fragment``
+- its journal (live writer): ``vol.blockfs.<k>.journal``
+- the journal shared by the live writers before format 2.1: ``vol.blockfs.journal``
+- the writing session: ``vol.blockfs.session``
+- a temporary file of any of them: ``<path>.tmp-<host>-<token>-<pid>`` (see :mod:`.atomic`)
+
+Names only: nothing here writes a file (:func:`volume_files` lists a folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+FRAGMENT_SUFFIX = ".fragment"
+JOURNAL_SUFFIX = ".journal"
+SESSION_SUFFIX = ".session"
+TEMP_MARKER = ".tmp-"
+
+
+def block_file_name(directory_path: str, number: int) -> str:
+    """Path of block file ``number`` of the volume at ``directory_path``."""
+    return f"{directory_path}.{number}"
+
+
+def fragment_name(directory_path: str, number: int) -> str:
+    """Path of the fragment that indexes block file ``number``."""
+    return f"{block_file_name(directory_path, number)}{FRAGMENT_SUFFIX}"
+
+
+def journal_name(directory_path: str, number: int = 0) -> str:
+    """Path of the journal of block file ``number`` (written by that file's live writer only)."""
+    return f"{block_file_name(directory_path, number)}{JOURNAL_SUFFIX}"
+
+
+def legacy_journal_name(directory_path: str) -> str:
+    """The journal that all live writers of a session shared before 2.1 (replayed, never written)."""
+    return f"{directory_path}{JOURNAL_SUFFIX}"
+
+
+def session_file_name(directory_path: str) -> str:
+    """Path of the session file of the volume at ``directory_path``."""
+    return f"{directory_path}{SESSION_SUFFIX}"
+
+
+def temporary_name_for(path: str, owner: str) -> str:
+    """The temporary path beside ``path`` of the process ``owner`` (``<host>-<token>-<pid>``)."""
+    return f"{path}{TEMP_MARKER}{owner}"
+
+
+def temporary_owner(temporary_path: str) -> str:
+    """The ``<host>-<token>-<pid>`` part of a temporary path."""
+    return temporary_path.rsplit(TEMP_MARKER, 1)[1]
+
+
+def block_file_number(directory_path: str, path: str) -> int | None:
+    """The ``k`` of a block file path ``<directory>.<k>``, or None for any other path."""
+    match = re.fullmatch(re.escape(os.path.basename(directory_path)) + r"\.(\d+)", os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def journal_number(directory_path: str, name: str) -> int | None:
+    """The ``k`` of a journal file name ``<directory name>.<k>.journal``, or None for any other name.
+
+    String tests only (no regex): this runs on every file of the folder before each read of a session.
+    """
+    base = os.path.basename(directory_path)
+    if not (name.startswith(base) and name.endswith(JOURNAL_SUFFIX) and name[len(base) : len(base) + 1] == "."):
+        return None
+    number = name[len(base) + 1 : -len(JOURNAL_SUFFIX)]
+    return int(number) if number.isdigit() else None
+
+
+def volume_files(directory_path: str) -> list[str]:
+    """Every block, fragment and journal file of a volume that exists now."""
+    base = os.path.basename(directory_path)
+    pattern = re.compile(
+        re.escape(base) + r"\.(\d+(" + re.escape(FRAGMENT_SUFFIX) + "|" + re.escape(JOURNAL_SUFFIX) + r")?|journal)"
+    )
+    folder = os.path.dirname(directory_path) or "."
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
