@@ -32,8 +32,8 @@ import numpy as np
 
 from ..core.atomic import sweep_temporaries
 from ..core.batch import BatchWriter
-from ..core.blockfile import block_file_name, fragment_name
 from ..core.format import VolumeSpec
+from ..core.naming import block_file_name, fragment_name
 from .errors import SourceError
 from .planning import BatchPlan, blocks_of_unit
 from .sources import Source, check_extent, open_source

@@ -21,9 +21,9 @@ import luigi
 import numpy as np
 
 from ..core.batch import batch_complete
-from ..core.blockfile import fragment_name
 from ..core.errors import BlockfsError, MissingFileError, OutputExistsError
 from ..core.format import VolumeSpec, read_spec
+from ..core.naming import fragment_name
 from ..ingest.errors import SourceError
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ class VolumeTarget(luigi.LocalTarget):
     data deleted after ingest), a finished volume is trusted as it is.
     """
 
-    def __init__(self, path: str, planned: Callable[[], VolumeSpec | None] = lambda: None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], planned: Callable[[], VolumeSpec | None] = lambda: None
+    ) -> None:
         super().__init__(os.path.abspath(path))
         self.planned = planned
 
@@ -176,7 +178,9 @@ class PyramidInfoTarget(luigi.LocalTarget):
             logger.warning("%s: taken as done; cannot check it against its plan (%s)", path, e)
             return True
         if have != want:
-            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k)) if isinstance(have, dict) else []
+            keys = []
+            if isinstance(have, dict):
+                keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise OutputExistsError(
                 f"{path} exists but describes another pyramid than planned (differs in: "
                 f"{', '.join(keys) or 'everything'}); remove the pyramid folder to rebuild it"
