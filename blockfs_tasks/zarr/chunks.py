@@ -4,8 +4,10 @@ A blockfs block is one Blosc1 frame, which is exactly a chunk of zarr's
 ``blosc`` codec, so a chunk key maps to (block file, offset, size) with one
 index lookup and no decoding. The one exception: blockfs stores edge blocks
 at their truncated shape while zarr decodes every chunk at the full chunk
-shape, so an edge chunk is decoded, padded with zeros and re-encoded
-(:func:`pad_frame`). Interior chunks are never copied.
+shape, so an edge chunk is decoded and padded with zeros: on the fly into a
+memcpyed Blosc frame (:func:`pad_frame_memcpy`, no encode), or re-encoded
+with the volume's codec for a file kept on disk (:func:`pad_frame`).
+Interior chunks are never copied.
 
 Chunk indexes are (z, y, x) block numbers, like the arrays.
 """
@@ -151,20 +153,13 @@ class LevelChunks:
             self._fds.clear()
 
 
-def padding_codec(codec: BlockCodec, fast: bool) -> BlockCodec:
-    """The codec that re-encodes padded edge chunks.
-
-    ``fast`` (on-the-fly padding) trades size for speed: lz4 level 1. Otherwise
-    the volume's own settings (a refs side file is kept on disk). Shuffle stays
-    the volume's, so the frame header agrees with the zarr metadata.
-    """
-    if fast:
-        return BlockCodec("lz4", 1, codec.shuffle)
-    return codec
-
-
 def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -> bytes:
-    """Decode an edge block's frame, pad it with zeros to the full chunk shape, encode it with ``codec``."""
+    """Decode an edge block's frame, pad it with zeros to the full chunk shape, encode it with ``codec``.
+
+    For a file kept on disk (the refs side file) ``codec`` is the volume's own:
+    zeros compress to almost nothing, so a padded chunk costs about what the
+    truncated block costs. On the fly the Store uses :func:`pad_frame_memcpy`.
+    """
     stored = chunks.stored_shape(chunk)
     block = BlockCodec.decode(data, chunks.dtype, stored)
     padded = np.zeros(chunks.chunk_shape, chunks.dtype)
@@ -173,3 +168,39 @@ def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -
         return codec.encode(padded)
     except ConfigurationError:  # a compressor this installation lacks (snappy): any Blosc frame decodes
         return BlockCodec("lz4", codec.level, codec.shuffle).encode(padded)
+
+
+def memcpy_header(chunks: LevelChunks) -> bytes:
+    """The 16-byte header c-blosc writes for a full chunk of this level at clevel 0 ("memcpyed").
+
+    At clevel 0 c-blosc copies the raw bytes after a header that depends only
+    on the chunk's size, typesize and shuffle flag, never on the data: any
+    Blosc1 decoder (numcodecs, tensorstore, Neuroglancer) reads such a frame
+    with one ``memcpy``. Made once per level by encoding zeros.
+    """
+    zeros = np.zeros(chunks.chunk_shape, chunks.dtype)
+    frame = BlockCodec("lz4", 0, chunks.directory.spec.codec.shuffle).encode(zeros)
+    flags = frame[2]
+    if len(frame) != zeros.nbytes + 16 or not flags & 0x2:
+        raise FormatError(f"c-blosc wrote a {len(frame)}-byte clevel-0 frame for {zeros.nbytes} bytes, not a memcpyed one")
+    return bytes(frame[:16])
+
+
+def pad_frame_memcpy(data: bytes, chunks: LevelChunks, chunk: ZYX, header: bytes) -> bytearray:
+    """An edge block's frame padded to the full chunk shape as a memcpyed Blosc frame (``header`` + raw bytes).
+
+    One decode, straight into the frame's buffer when only z is truncated (the
+    stored block is then a C-ordered prefix of the chunk), else one copy; no
+    encode. Costs the decode plus a memcpy, and the reader's decode is a memcpy
+    too, where re-compressing (even lz4 level 1) costs more than the decode.
+    """
+    stored = chunks.stored_shape(chunk)
+    shape = chunks.chunk_shape
+    out = bytearray(len(header) + int(np.prod(shape)) * chunks.dtype.itemsize)  # zero-filled
+    out[: len(header)] = header
+    padded = np.frombuffer(out, chunks.dtype, offset=len(header)).reshape(shape)
+    if stored[1:] == shape[1:]:
+        BlockCodec.decode(data, chunks.dtype, stored, out=padded[: stored[0]])
+    else:
+        padded[: stored[0], : stored[1], : stored[2]] = BlockCodec.decode(data, chunks.dtype, stored)
+    return out

@@ -47,4 +47,4 @@ def zarr_http_response(source: ZarrView | Any, key: str) -> Response:
         body = f"no such key: {key}\n".encode()
         return 404, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))], body
     kind = "application/json" if key in view.documents else "application/octet-stream"
-    return 200, [("Content-Type", kind), ("Content-Length", str(len(data)))], data
+    return 200, [("Content-Type", kind), ("Content-Length", str(len(data)))], bytes(data)

@@ -29,7 +29,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from .view import ZarrView
 
 
-def _slice(data: bytes, byte_range: ByteRequest | None) -> bytes:
+def _slice(data: bytes | bytearray, byte_range: ByteRequest | None) -> bytes | bytearray:
     if byte_range is None:
         return data
     if isinstance(byte_range, RangeByteRequest):
@@ -58,7 +58,7 @@ class BlockfsStore(Store):
 
     supports_writes = False
     supports_deletes = False
-    supports_partial_writes = False  # type: ignore[assignment]
+    supports_partial_writes = False
     supports_listing = True
 
     def __init__(

@@ -4,7 +4,8 @@
 the :class:`~.store.BlockfsStore` (zarr-python), the HTTP ``/zarr/`` route
 and the references writer all ask it for a key's bytes. Metadata documents are
 made once at open; a chunk key costs one index lookup and one ``pread`` (an
-edge chunk also a decode, pad and encode, kept in a small LRU cache).
+edge chunk also a decode into a zero-padded memcpyed Blosc frame, kept in a
+small LRU cache).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from typing import Any
 from ..core.directory import Directory
 from ..core.errors import ConfigurationError
 from ..pyramid.layout import Pyramid, is_pyramid
-from .chunks import ZYX, LevelChunks, pad_frame, padding_codec
+from .chunks import ZYX, LevelChunks, memcpy_header, pad_frame_memcpy
 from .metadata import ArrayInfo, check_zarr_format, group_documents, volume_name
 
 logger = logging.getLogger(__name__)
 
-#: Padded edge chunks kept per view (a re-read of an edge costs no decode/encode).
-EDGE_CACHE_SIZE = 256
+#: Bytes of padded edge chunks kept per view (a re-read of an edge costs no decode).
+EDGE_CACHE_BYTES = 64 << 20
 
 
 def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None:
@@ -40,7 +41,7 @@ def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None
         except (TypeError, ValueError):
             continue
         if len(values) == 3 and all(v > 0 for v in values):
-            return values  # type: ignore[return-value]
+            return values
     return None
 
 
@@ -106,8 +107,10 @@ class ZarrView:
         docs = group_documents(self.infos, volume_name(self.path), mode, self.zarr_format)
         self.documents = {k: json.dumps(v, indent=1).encode("utf-8") for k, v in docs.items()}
         self._chunk_prefix = "" if self.zarr_format == 2 else "c/"
-        self._edge_cache: OrderedDict[tuple[int, ZYX], bytes] = OrderedDict()
+        self._edge_cache: OrderedDict[tuple[int, ZYX], bytearray] = OrderedDict()
+        self._edge_cache_bytes = 0
         self._edge_lock = threading.Lock()
+        self._headers: dict[int, bytes] = {}
 
     # ------------------------------------------------------------- keys
     def chunk_key(self, level: int, chunk: ZYX) -> str:
@@ -129,7 +132,7 @@ class ZarrView:
         return level, (int(parts[1]), int(parts[2]), int(parts[3]))
 
     # ----------------------------------------------------------- values
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> bytes | bytearray | None:
         """The bytes of ``key``: a metadata document, a chunk's Blosc frame, or None (absent)."""
         doc = self.documents.get(key)
         if doc is not None:
@@ -149,11 +152,16 @@ class ZarrView:
             if cached is not None:
                 self._edge_cache.move_to_end((level, chunk))
                 return cached
-        padded = pad_frame(chunks.read_frame(frame), chunks, chunk, padding_codec(chunks.directory.spec.codec, fast=True))
+        header = self._headers.get(level)
+        if header is None:
+            header = self._headers.setdefault(level, memcpy_header(chunks))
+        padded = pad_frame_memcpy(chunks.read_frame(frame), chunks, chunk, header)
         with self._edge_lock:
-            self._edge_cache[(level, chunk)] = padded
-            while len(self._edge_cache) > EDGE_CACHE_SIZE:
-                self._edge_cache.popitem(last=False)
+            if (level, chunk) not in self._edge_cache:
+                self._edge_cache[(level, chunk)] = padded
+                self._edge_cache_bytes += len(padded)
+            while self._edge_cache_bytes > EDGE_CACHE_BYTES and self._edge_cache:
+                self._edge_cache_bytes -= len(self._edge_cache.popitem(last=False)[1])
         return padded
 
     def exists(self, key: str) -> bool:
