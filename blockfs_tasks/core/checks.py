@@ -28,12 +28,16 @@ def check_int(
 
     ``what`` names the value in the message ("a compression level", "n_threads").
     """
+    # with both bounds, say the range even when the value is no integer at all
+    an_integer = "an integer" if minimum is None or maximum is None else (
+        f"an integer from the inclusive range ({minimum}, {maximum})"
+    )
     if isinstance(value, bool) or getattr(value, "dtype", None) == np.dtype(bool):
-        raise error(f"Expected {what} to be an integer. Got {value!r} instead.")
+        raise error(f"Expected {what} to be {an_integer}. Got {value!r} instead.")
     try:
         number = operator.index(value)
     except TypeError:
-        raise error(f"Expected {what} to be an integer. Got {type(value).__name__} {value!r} instead.") from None
+        raise error(f"Expected {what} to be {an_integer}. Got {type(value).__name__} {value!r} instead.") from None
     low_ok = minimum is None or number >= minimum
     high_ok = maximum is None or number <= maximum
     if not (low_ok and high_ok):

@@ -4,8 +4,10 @@ Encoding uses c-blosc through imagecodecs (one thread per call, the caller
 parallelises); decoding uses numcodecs. Both are c-blosc 1.x: the frames are
 the same format, and any Blosc1 reader decodes them.
 
-The codec contract is small: ``encode(array) -> bytes`` stores a C-ordered
-array as one Blosc1 frame; ``decode(data, shape) -> array`` gives it back.
+The codec contract is small: ``codec.encode(array) -> bytes`` stores a
+C-ordered array as one Blosc1 frame; ``BlockCodec.decode(data, dtype, shape,
+out=None) -> array`` gives it back (a static method: the frame header says how
+it was compressed), into ``out`` when a caller reuses one buffer.
 The frame is what both format versions store, so blocks written by the original
 blockfs decode here unchanged. Blosc frames carry no checksum, so the index keeps
 a CRC-32C of the stored bytes (:func:`checksum`).
@@ -28,6 +30,7 @@ import numpy as np
 from numcodecs import blosc
 from numpy.typing import DTypeLike
 
+from .checks import check_level
 from .errors import ConfigurationError, FormatError, UnsupportedCodecError
 
 
@@ -97,11 +100,7 @@ class BlockCodec:
                 f"Expected a compression in {available_compressors()} (the Blosc compressors built "
                 f"here). Got {name!r} instead."
             )
-        if isinstance(self.level, bool) or not isinstance(self.level, (int, np.integer)) or not 0 <= self.level <= 9:
-            raise ConfigurationError(
-                f"Expected a compression level from the inclusive range (0, 9). Got {self.level!r} instead."
-            )
-        object.__setattr__(self, "level", int(self.level))
+        object.__setattr__(self, "level", check_level(self.level))
 
     def to_dict(self) -> dict[str, Any]:
         """The codec record of format 2.1.0: id "blosc" and its parameters."""

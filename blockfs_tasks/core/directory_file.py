@@ -34,6 +34,7 @@ from .spec import (
     parse_json,
     read_exactly,
     read_header,
+    stored_int,
 )
 
 
@@ -126,9 +127,7 @@ def _read_v21(
     _check_head_crc(path, f, head)
     spec = VolumeSpec.from_dict(md, path)
     names = check_names(path, md.get("BlockFiles"), relative=True)
-    page_entries = md.get("IndexPageEntries")
-    if isinstance(page_entries, bool) or not isinstance(page_entries, int) or not 1 <= page_entries <= 1 << 30:
-        raise FormatError(f"{path}: expected IndexPageEntries from 1 to 2**30. Got {page_entries!r:.40} instead.")
+    page_entries = stored_int(path, md, "IndexPageEntries", 1, 1 << 30)
     n = spec.grid.n_blocks
     n_pages = -(-n // page_entries)
     table_at = len(head) + CRC.size
@@ -150,9 +149,7 @@ def _read_v20(
 ) -> DirectoryContents:
     spec = VolumeSpec.from_dict(md, path)
     names = check_names(path, md.get("BlockFiles", []), relative=True)
-    crc = md.get("IndexCRC32C")
-    if isinstance(crc, bool) or not isinstance(crc, int) or not 0 <= crc < 1 << 32:
-        raise FormatError(f"{path}: expected IndexCRC32C, a 32-bit integer. Got {crc!r:.40} instead.")
+    crc = stored_int(path, md, "IndexCRC32C", 0, (1 << 32) - 1)
     if index_offset != HEADER.size + md_size:
         raise FormatError(f"{path}: the index starts at {index_offset}, expected {HEADER.size + md_size}")
     n = spec.grid.n_blocks

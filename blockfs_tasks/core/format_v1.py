@@ -6,6 +6,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .checks import check_int
 from .codec import BlockCodec
 from .errors import FormatError
 from .grid import BlockGrid
@@ -31,10 +32,7 @@ _V1_KEYS = {
 
 
 def _v1_int(md: dict[str, Any], key: str) -> int:
-    value = md[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FormatError(f"expected {key} to be an integer. Got {value!r:.40} instead.")
-    return value
+    return check_int(md[key], key, error=FormatError)
 
 
 def _check_v1_strides(path: str, strides: tuple[int, int, int], grid_xyz: tuple[int, int, int]) -> list[int]:

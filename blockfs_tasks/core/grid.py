@@ -11,18 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
+from .checks import check_positive
 from .errors import ConfigurationError, OutOfBoundsError
 
 
-def _positive_ints(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ConfigurationError(f"Expected {name} of positive integers. Got {values!r} instead.")
-        out.append(int(v))
-    return tuple(out)
+def _positive_xyz(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
+    """Three positive integers, (x, y, z); ``name`` ("extent", "block size") names them in errors."""
+    if len(values) != 3:
+        raise ConfigurationError("Expected three extents and three block sizes (x, y, z).")
+    return tuple(
+        check_positive(v, f"the {axis} value of the {name}s (x, y, z) {values}")
+        for axis, v in zip("xyz", values, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,8 @@ class BlockGrid:
     block_xyz: tuple[int, int, int]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "extent_xyz", _positive_ints("extents (x, y, z)", tuple(self.extent_xyz)))
-        object.__setattr__(self, "block_xyz", _positive_ints("block sizes (x, y, z)", tuple(self.block_xyz)))
-        if len(self.extent_xyz) != 3 or len(self.block_xyz) != 3:
-            raise ConfigurationError("Expected three extents and three block sizes (x, y, z).")
+        object.__setattr__(self, "extent_xyz", _positive_xyz("extent", tuple(self.extent_xyz)))
+        object.__setattr__(self, "block_xyz", _positive_xyz("block size", tuple(self.block_xyz)))
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, temporary_name
-from .blockfile import journal_files
+from .checks import check_positive
 from .directory import resolve_block_path
 from .errors import (
     ConfigurationError,
@@ -46,6 +46,7 @@ from .errors import (
     VolumeExistsError,
 )
 from .format import VERSION_1, DirectoryContents, read_directory, rewrite_metadata
+from .journal import journal_files
 from .session import read_session
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,7 @@ def rebase_volume(path: str, chunk_size: int = 4096 * 16) -> None:
     original ``blockfs-rebase`` wrote); format 2 gets plain relative names.
     ``chunk_size`` is the number of bytes per read while copying the index.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigurationError(f"Expected a positive number of bytes per read. Got {chunk_size!r} instead.")
+    chunk_size = check_positive(chunk_size, "the number of bytes per read")
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     sweep_temporaries(path)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from .checks import check_int
 from .codec import SUPPORTED_DTYPES, BlockCodec, check_dtype, codec_from_dict
 from .errors import FormatError, TruncatedFileError
 from .grid import BlockGrid
@@ -180,6 +181,14 @@ def read_exactly(f: BinaryIO, n: int, path: str, what: str) -> bytes:
     if len(data) < n:
         raise TruncatedFileError(f"{path}: {what} is cut short ({len(data)} of {n} bytes)")
     return data
+
+def stored_int(path: str, md: dict[str, Any], key: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """The integer ``md[key]`` of a stored header, within [minimum, maximum]; else a FormatError naming ``path``."""
+    try:
+        return check_int(md.get(key), key, minimum, maximum, FormatError)
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
+
 
 def check_names(path: str, names: Any, relative: bool) -> list[str]:
     """Block file names as stored: a list of non-empty strings (relative ones for 2.x)."""

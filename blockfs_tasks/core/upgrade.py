@@ -22,7 +22,6 @@ import numpy as np
 
 from . import format as fmt
 from .atomic import fsync_folder, sweep_temporaries, write_atomically
-from .blockfile import journal_name
 from .codec import BlockCodec, checksum
 from .directory import resolve_block_path
 from .errors import (
@@ -35,6 +34,7 @@ from .errors import (
     VolumeBusyError,
     VolumeExistsError,
 )
+from .naming import journal_name
 from .parallel import bounded_map
 from .report import BadBlock
 
