@@ -34,6 +34,7 @@ from .errors import (
     WriteFailedError,
 )
 from .fragment import encode_entry
+from .grid import ZYX
 from .journal import Journal, journal_files
 from .naming import (
     FRAGMENT_SUFFIX,
@@ -235,7 +236,7 @@ class BlockFileReader:
         self,
         entry: np.void,
         dtype: np.dtype,
-        shape: tuple[int, int, int],
+        shape: ZYX,
         where: str,
         out: np.ndarray | None = None,
     ) -> np.ndarray:

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .grid import ZYX
 from .optional import require
 
 if TYPE_CHECKING:
     from .directory import Directory
 
 
-def _read_block(directory: Directory, block_id: tuple[int, int, int]) -> np.ndarray:
+def _read_block(directory: Directory, block_id: ZYX) -> np.ndarray:
     """The (z, y, x) block at dask chunk ``block_id`` (zeros if never written)."""
     bz, by, bx = directory.grid.block_shape
     iz, iy, ix = block_id
@@ -36,7 +37,7 @@ def dask_array(directory: Directory, name: str | None = None) -> Any:
     path = directory.directory_filename
     token = name or "blockfs-" + tokenize(path, os.path.getmtime(path), directory.shape, directory.dtype.str)
 
-    def read(block_id: tuple[int, int, int] | None = None) -> np.ndarray:
+    def read(block_id: ZYX | None = None) -> np.ndarray:
         return _read_block(directory, block_id)  # type: ignore[arg-type]  # dask passes block_id
 
     return da.map_blocks(

@@ -46,35 +46,20 @@ from .errors import (
     WriteFailedError,
     WriterDiedError,
 )
-from .grid import BlockGrid
-from .journal import JournalReplay, journal_files, read_journal, remove_journals
+from .grid import XYZ, ZYX, BlockGrid
+from .journal import JournalReplay, journal_files, read_journal, remove_journals, torn_block_files
 from .merge import IndexMerger
-from .naming import block_file_number, volume_files
+from .naming import resolve_block_path, volume_files
 from .paged_index import PagedIndex
 from .parallel import bounded_map
 from .region import normalize_key, read_region
 
 logger = logging.getLogger(__name__)
 
-# as_storable (now in .encode) and volume_files (now in .naming) stay importable from here.
+# as_storable (now in .encode), resolve_block_path and volume_files (now in .naming) stay importable from here.
 __all__ = ["Directory", "as_storable", "resolve_block_path", "volume_files"]
 
 _MODES = ("r", "r+")
-
-
-def resolve_block_path(directory_path: str, name: str) -> str:
-    """Where a block file named in a directory file is now.
-
-    Relative names are relative to the directory file's folder. An absolute
-    name that no longer exists (a format 1.0.0 volume copied off a cluster)
-    falls back to the file of the same name beside the directory file.
-    """
-    folder = os.path.dirname(directory_path)
-    if not os.path.isabs(name):
-        return os.path.join(folder, name)
-    if os.path.exists(name):
-        return name
-    return os.path.join(folder, os.path.basename(name))
 
 
 class Directory:
@@ -145,7 +130,7 @@ class Directory:
         return self.spec.grid
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> ZYX:
         """Volume shape in (z, y, x) order."""
         return self.spec.grid.shape
 
@@ -171,7 +156,7 @@ class Directory:
         return self.size * self.dtype.itemsize
 
     @property
-    def chunks(self) -> tuple[int, int, int]:
+    def chunks(self) -> ZYX:
         """Block shape in (z, y, x) order; ``dask.array.from_array`` aligns its chunks on it."""
         x, y, z = self.grid.block_xyz
         return (z, y, x)
@@ -225,7 +210,7 @@ class Directory:
         """True while blocks may be written."""
         return self._mode == "w"
 
-    def get_block_size(self, x: int, y: int, z: int) -> tuple[int, int, int]:
+    def get_block_size(self, x: int, y: int, z: int) -> ZYX:
         """Shape (z, y, x) of the block starting at voxel (x, y, z)."""
         self.grid.check_origin(x, y, z)
         return self.grid.block_shape_at(x, y, z)
@@ -463,7 +448,7 @@ class Directory:
             [fmt.encode_directory_header(self.spec, self._block_names, index), index.data],
         )
         self.version = fmt.VERSION
-        torn = self._torn_block_files(old_names, all_entries)
+        torn = torn_block_files(self.directory_filename, old_names, all_entries)
         remove_journals(self.directory_filename, journals)
         sweep_temporaries(self.directory_filename)
         self._end_session()
@@ -485,23 +470,6 @@ class Directory:
         if holder is not None and holder.on_this_machine() and holder.pid == os.getpid():
             os.unlink(sessions.session_file_name(self.directory_filename))
             fsync_folder(self.directory_filename)
-
-    def _torn_block_files(self, old_names: set[str], entries: np.ndarray | None) -> list[str]:
-        """Block files of this session with bytes past their last committed block."""
-        ends: dict[int, int] = {}
-        if entries is not None and len(entries):
-            for number in np.unique(entries["file"]):
-                mine = entries[entries["file"] == number]
-                ends[int(number)] = int((mine["offset"] + mine["size"]).max())
-        torn = []
-        for path in volume_files(self.directory_filename):
-            number = block_file_number(self.directory_filename, path)
-            if number is None or os.path.basename(path) in old_names:
-                continue
-            size = os.path.getsize(path)
-            if size > ends.get(number, 0):
-                torn.append(f"{path}: {size - ends.get(number, 0)} uncommitted bytes at the end")
-        return torn
 
     def _release(self) -> None:
         if self._reader is not None:
@@ -586,13 +554,13 @@ class Directory:
         """True if the block at (x, y, z) was written."""
         return bool(self._entry(x, y, z)["file"])
 
-    def block_origins(self) -> Iterator[tuple[int, int, int]]:
+    def block_origins(self) -> Iterator[XYZ]:
         """Origins (x, y, z) of the blocks present, in position order."""
         self._load()
         for position in np.flatnonzero(self._index["file"]):  # type: ignore[index]
             yield self.grid.origin(int(position))
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def __iter__(self) -> Iterator[XYZ]:
         """Same as :meth:`block_origins` (``for x, y, z in d``), kept for scripts that use it."""
         return self.block_origins()
 

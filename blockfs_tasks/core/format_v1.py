@@ -9,7 +9,7 @@ import numpy as np
 from .checks import check_int
 from .codec import BlockCodec
 from .errors import FormatError
-from .grid import BlockGrid
+from .grid import XYZ, BlockGrid
 from .spec import (
     HEADER,
     INDEX_DTYPE,
@@ -35,7 +35,7 @@ def _v1_int(md: dict[str, Any], key: str) -> int:
     return check_int(md[key], key, error=FormatError)
 
 
-def _check_v1_strides(path: str, strides: tuple[int, int, int], grid_xyz: tuple[int, int, int]) -> list[int]:
+def _check_v1_strides(path: str, strides: XYZ, grid_xyz: XYZ) -> list[int]:
     """Axes (0 = x) whose stride matters, largest stride first; raise if two blocks share an entry.
 
     An axis with one block never multiplies its stride. The others, sorted by

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from .checks import check_positive
 from .errors import ConfigurationError, OutOfBoundsError
+
+# Two names for the two axis orders (the same type; the name says which order a value is in).
+XYZ: TypeAlias = tuple[int, int, int]  # x, y, z: voxel offsets, extents, block sizes (metadata, URLs, CLI)
+ZYX: TypeAlias = tuple[int, int, int]  # z, y, x: array shapes and array indices
 
 
 def _positive_xyz(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
@@ -29,27 +34,27 @@ def _positive_xyz(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
 class BlockGrid:
     """A volume's extent and block size, both in XYZ order."""
 
-    extent_xyz: tuple[int, int, int]
-    block_xyz: tuple[int, int, int]
+    extent_xyz: XYZ
+    block_xyz: XYZ
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extent_xyz", _positive_xyz("extent", tuple(self.extent_xyz)))
         object.__setattr__(self, "block_xyz", _positive_xyz("block size", tuple(self.block_xyz)))
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> ZYX:
         """Volume shape in (z, y, x) order."""
         x, y, z = self.extent_xyz
         return (z, y, x)
 
     @property
-    def block_shape(self) -> tuple[int, int, int]:
+    def block_shape(self) -> ZYX:
         """Full block shape in (z, y, x) order."""
         x, y, z = self.block_xyz
         return (z, y, x)
 
     @property
-    def grid_shape(self) -> tuple[int, int, int]:
+    def grid_shape(self) -> ZYX:
         """Number of blocks along (z, y, x)."""
         return tuple(-(-e // b) for e, b in zip(self.shape, self.block_shape, strict=True))  # type: ignore[return-value]
 
@@ -80,7 +85,7 @@ class BlockGrid:
         bx, by, bz = self.block_xyz
         return ((z // bz) * gy + y // by) * gx + x // bx
 
-    def origin(self, position: int) -> tuple[int, int, int]:
+    def origin(self, position: int) -> XYZ:
         """First voxel (x, y, z) of the block at ``position``."""
         if not 0 <= position < self.n_blocks:
             raise OutOfBoundsError(f"block position {position} outside 0..{self.n_blocks - 1}")
@@ -90,13 +95,13 @@ class BlockGrid:
         bx, by, bz = self.block_xyz
         return (ix * bx, iy * by, iz * bz)
 
-    def block_shape_at(self, x: int, y: int, z: int) -> tuple[int, int, int]:
+    def block_shape_at(self, x: int, y: int, z: int) -> ZYX:
         """Shape (z, y, x) of the block starting at (x, y, z); edge blocks are truncated."""
         ex, ey, ez = self.extent_xyz
         bx, by, bz = self.block_xyz
         return (min(ez - z, bz), min(ey - y, by), min(ex - x, bx))
 
-    def origins(self) -> Iterator[tuple[int, int, int]]:
+    def origins(self) -> Iterator[XYZ]:
         """Every block origin (x, y, z), in position order."""
         ex, ey, ez = self.extent_xyz
         bx, by, bz = self.block_xyz
@@ -107,7 +112,7 @@ class BlockGrid:
 
     def origins_in_region(
         self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int
-    ) -> Iterator[tuple[int, int, int]]:
+    ) -> Iterator[XYZ]:
         """Origins (x, y, z) of the blocks that overlap a (z, y, x) voxel box."""
         bx, by, bz = self.block_xyz
         for z in range(z0 - z0 % bz, z1, bz):

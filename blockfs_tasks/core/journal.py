@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import fsync_folder, pwrite_all, temporary_name
 from .fragment import Fragment, read_fragment
-from .naming import journal_name, journal_number, legacy_journal_name
+from .naming import block_file_number, journal_name, journal_number, legacy_journal_name, volume_files
 from .spec import VolumeSpec
 
 logger = logging.getLogger(__name__)
@@ -135,3 +135,24 @@ def remove_journals(directory_path: str, journals: list[str]) -> None:
         os.unlink(journal)
     if journals:
         fsync_folder(directory_path)
+
+
+def torn_block_files(directory_path: str, old_names: set[str], entries: np.ndarray | None) -> list[str]:
+    """Block files of a session (not in ``old_names``) with bytes past their last committed block.
+
+    ``entries`` are all the session's journal entries; a writer killed mid-block leaves such bytes.
+    """
+    ends: dict[int, int] = {}
+    if entries is not None and len(entries):
+        for number in np.unique(entries["file"]):
+            mine = entries[entries["file"] == number]
+            ends[int(number)] = int((mine["offset"] + mine["size"]).max())
+    torn = []
+    for path in volume_files(directory_path):
+        number = block_file_number(directory_path, path)
+        if number is None or os.path.basename(path) in old_names:
+            continue
+        size = os.path.getsize(path)
+        if size > ends.get(number, 0):
+            torn.append(f"{path}: {size - ends.get(number, 0)} uncommitted bytes at the end")
+    return torn

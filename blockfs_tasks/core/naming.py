@@ -84,3 +84,18 @@ def volume_files(directory_path: str) -> list[str]:
     )
     folder = os.path.dirname(directory_path) or "."
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
+
+
+def resolve_block_path(directory_path: str, name: str) -> str:
+    """Where a block file named in a directory file is now.
+
+    Relative names are relative to the directory file's folder. An absolute
+    name that no longer exists (a format 1.0.0 volume copied off a cluster)
+    falls back to the file of the same name beside the directory file.
+    """
+    folder = os.path.dirname(directory_path)
+    if not os.path.isabs(name):
+        return os.path.join(folder, name)
+    if os.path.exists(name):
+        return name
+    return os.path.join(folder, os.path.basename(name))

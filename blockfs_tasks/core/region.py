@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 
 from .errors import OutOfBoundsError
-from .grid import BlockGrid
+from .grid import XYZ, ZYX, BlockGrid
 
 # (start, stop, step) of one axis; a region is three of them in (z, y, x) order.
 AxisRange = tuple[int, int, int]
-OriginXYZ = tuple[int, int, int]  # first voxel of a block, (x, y, z) order
 
 
-def normalize_key(key: Any, shape: tuple[int, int, int]) -> tuple[list[AxisRange], tuple[int | slice, ...]]:
+def normalize_key(key: Any, shape: ZYX) -> tuple[list[AxisRange], tuple[int | slice, ...]]:
     """Turn a numpy-style (z, y, x) key into (start, stop, step) per axis, and the squeeze to apply after."""
     if not isinstance(key, tuple):
         key = (key,)
@@ -57,8 +56,8 @@ def read_region(
     squeeze: tuple[int | slice, ...],
     grid: BlockGrid,
     dtype: np.dtype,
-    entry_of: Callable[[OriginXYZ], np.void],
-    read_into: Callable[[np.void, OriginXYZ, np.ndarray], np.ndarray],
+    entry_of: Callable[[XYZ], np.void],
+    read_into: Callable[[np.void, XYZ, np.ndarray], np.ndarray],
     pool: Callable[[], Executor],
 ) -> np.ndarray:
     """Read the region ``slices`` (from :func:`normalize_key`) of a volume.
@@ -77,7 +76,7 @@ def read_region(
     origins = list(entries)
     buffers = threading.local()  # one decode buffer per thread and block shape
 
-    def fill(origin: OriginXYZ) -> None:
+    def fill(origin: XYZ) -> None:
         bx, by, bz = origin
         shape = grid.block_shape_at(bx, by, bz)
         cache = buffers.__dict__.setdefault("by_shape", {})

@@ -37,7 +37,6 @@ import numpy as np
 
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, temporary_name
 from .checks import check_positive
-from .directory import resolve_block_path
 from .errors import (
     ConfigurationError,
     FormatError,
@@ -47,6 +46,7 @@ from .errors import (
 )
 from .format import VERSION_1, DirectoryContents, read_directory, rewrite_metadata
 from .journal import journal_files
+from .naming import resolve_block_path
 from .session import read_session
 
 logger = logging.getLogger(__name__)

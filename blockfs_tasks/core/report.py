@@ -17,6 +17,7 @@ import numpy as np
 from . import format as fmt
 from .directory import Directory
 from .errors import BlockfsError
+from .grid import XYZ
 from .parallel import bounded_map
 
 
@@ -74,7 +75,7 @@ def _raw_bytes(d: Directory, positions: np.ndarray) -> int:
 class BadBlock:
     """A block that failed verification."""
 
-    origin_xyz: tuple[int, int, int]
+    origin_xyz: XYZ
     error: str
 
     def __str__(self) -> str:

@@ -23,7 +23,6 @@ import numpy as np
 from . import format as fmt
 from .atomic import fsync_folder, sweep_temporaries, write_atomically
 from .codec import BlockCodec, checksum
-from .directory import resolve_block_path
 from .errors import (
     BlockfsError,
     ChecksumError,
@@ -34,7 +33,7 @@ from .errors import (
     VolumeBusyError,
     VolumeExistsError,
 )
-from .naming import journal_name
+from .naming import journal_name, resolve_block_path
 from .parallel import bounded_map
 from .report import BadBlock
 
