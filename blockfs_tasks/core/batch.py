@@ -27,11 +27,14 @@ from .atomic import fsync_folder, temporary_name, write_all, write_atomically
 from .codec import checksum
 from .encode import encode_block
 from .errors import FormatError
+from .fragment import read_fragment_header
 from .merge import IndexMerger, check_block_file_holds
 from .naming import block_file_name, fragment_name
 from .parallel import bounded_map
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["BatchWriter", "batch_complete", "build_directory", "read_fragment_header"]
 
 
 class BatchWriter:
@@ -128,11 +131,6 @@ def batch_complete(
     except (FormatError, OSError):
         return False
     return got_spec.same_volume(spec) and (batch is None or got_batch == json.loads(json.dumps(batch)))
-
-
-def read_fragment_header(path: str) -> tuple[fmt.VolumeSpec, dict[str, Any] | None]:
-    """The volume spec and "Batch" of a fragment's header, without reading its entries."""
-    return fmt.read_fragment_header(path)
 
 
 def build_directory(
