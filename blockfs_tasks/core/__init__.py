@@ -26,7 +26,7 @@ from .errors import (
     WriterDiedError,
 )
 from .format import VolumeSpec
-from .grid import BlockGrid
+from .grid import XYZ, ZYX, BlockGrid
 
 __all__ = [
     "BlockCodec",
@@ -49,4 +49,6 @@ __all__ = [
     "VolumeSpec",
     "WriteFailedError",
     "WriterDiedError",
+    "XYZ",
+    "ZYX",
 ]
