@@ -20,6 +20,7 @@ from .spec import (
     check_names,
     dtype_from_name,
     max_frame_size,
+    metadata_errors,
 )
 
 _V1_INDEX_ALLOWANCE = 64 << 20  # a 1.0.0 grid may need this much index beyond 16 x its stored entries
@@ -60,7 +61,7 @@ def read_v1(path: str, f: BinaryIO, size: int, md: dict[str, Any], index_offset:
     Works from the stored entries (memory in proportion to the file), and
     refuses a grid far larger than the file could describe.
     """
-    try:
+    with metadata_errors(path, "format 1.0.0 metadata", label_format_errors=True):
         grid = BlockGrid(
             (md["XExtent"], md["YExtent"], md["ZExtent"]),
             (md["XBlockSize"], md["YBlockSize"], md["ZBlockSize"]),
@@ -71,12 +72,6 @@ def read_v1(path: str, f: BinaryIO, size: int, md: dict[str, Any], index_offset:
         names = check_names(path, md["BlockFilenames"], relative=False)
         n_offset_bits, n_size_bits = _v1_int(md, "NOffsetBits"), _v1_int(md, "NSizeBits")
         strides = (_v1_int(md, "XStride"), _v1_int(md, "YStride"), _v1_int(md, "ZStride"))
-    except KeyError as e:
-        raise FormatError(f"{path}: format 1.0.0 metadata lacks the key {e.args[0]!r}") from e
-    except FormatError as e:
-        raise type(e)(f"{path}: invalid format 1.0.0 metadata: {e}") from e
-    except (TypeError, ValueError) as e:
-        raise FormatError(f"{path}: invalid format 1.0.0 metadata: {e}") from e
     entry_size = (n_offset_bits + n_size_bits + 7) // 8
     if not names or not 1 <= entry_size <= 8 or n_offset_bits < 0 or n_size_bits < 1:
         raise FormatError(f"{path}: format 1.0.0 metadata with no block files or entries over 64 bits")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -66,6 +68,23 @@ def is_appendable(version: str) -> bool:
     return version in (VERSION_2_0, VERSION)
 
 
+@contextmanager
+def metadata_errors(source: str, what: str = "metadata", label_format_errors: bool = False) -> Iterator[None]:
+    """Turn what reading stored metadata raises (a missing key, a wrong type) into FormatErrors naming ``source``.
+
+    A FormatError raised inside keeps its class and gets ``source`` (and, with
+    ``label_format_errors``, "invalid <what>") in front of its message.
+    """
+    try:
+        yield
+    except KeyError as e:
+        raise FormatError(f"{source}: {what} lacks the key {e.args[0]!r}") from e
+    except FormatError as e:
+        raise type(e)(f"{source}: invalid {what}: {e}" if label_format_errors else f"{source}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{source}: invalid {what}: {e}") from e
+
+
 @dataclass(frozen=True)
 class VolumeSpec:
     """What a volume is: its grid, dtype, codec and application metadata."""
@@ -95,7 +114,7 @@ class VolumeSpec:
         """Read the keys of format 2.1.0 (or 2.0.0's codec keys); ``source`` names the file in errors."""
         if not isinstance(d, dict):
             raise FormatError(f"{source}: metadata is not a JSON object")
-        try:
+        with metadata_errors(source):
             grid = BlockGrid(
                 (d["XExtent"], d["YExtent"], d["ZExtent"]),
                 (d["XBlockSize"], d["YBlockSize"], d["ZBlockSize"]),
@@ -111,12 +130,6 @@ class VolumeSpec:
             if not isinstance(metadata, dict):
                 raise FormatError("Metadata is not a JSON object")
             return cls(grid, dtype_from_name(d["DType"]), codec, metadata)
-        except KeyError as e:
-            raise FormatError(f"{source}: metadata lacks the key {e.args[0]!r}") from e
-        except FormatError as e:
-            raise type(e)(f"{source}: {e}") from e
-        except (TypeError, ValueError) as e:
-            raise FormatError(f"{source}: invalid metadata: {e}") from e
 
     def same_volume(self, other: VolumeSpec) -> bool:
         """True when both describe the same grid, dtype and codec."""
