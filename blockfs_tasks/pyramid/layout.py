@@ -121,14 +121,14 @@ class Pyramid:
             raise FormatError(f"{path}: not a blockfs pyramid info: {e!r}") from e
 
 
-def is_pyramid(path: str) -> bool:
+def is_pyramid(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a folder holding a pyramid ``info``."""
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, INFO_NAME))
 
 
 def plan_pyramid(
-    level0_path: str,
-    out_folder: str,
+    level0_path: str | os.PathLike[str],
+    out_folder: str | os.PathLike[str],
     resolution_nm_xyz: Sequence[float] = (1.0, 1.0, 1.0),
     mode: str = "mean",
     max_levels: int | None = None,
@@ -162,7 +162,7 @@ def plan_pyramid(
     )
 
 
-def place_level0(pyramid: Pyramid, level0_path: str, how: str = "link") -> str:
+def place_level0(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str = "link") -> str:
     """Put level 0 where ``pyramid`` expects it (hard links, or a copy); return its path.
 
     The directory file is written last, so an interrupted copy is not a volume.
@@ -192,7 +192,7 @@ def place_level0(pyramid: Pyramid, level0_path: str, how: str = "link") -> str:
     return target
 
 
-def prepare_pyramid(pyramid: Pyramid, level0_path: str, how: str = "link") -> None:
+def prepare_pyramid(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str = "link") -> None:
     """Create the folder of every level and put level 0 in place (the first step of a build)."""
     for i in range(len(pyramid.levels)):
         if i or how != "reference":

@@ -12,7 +12,8 @@ config class) under luigi's config files, wherever the command runs (see
 neither.
 """
 
-from .config import blockfs, export, ingest
+from . import config
+from .config import blockfs
 from .defaults import install_defaults
 from .export import (
     ExistingVolume,
@@ -23,10 +24,10 @@ from .export import (
     ExportTiff,
     ExportTiffSlab,
 )
-from .interrupt import install_interrupt_handling
 from .ingest import BlockBatchTask, BuildDirectory, BuildVolume, WriteBlockBatch
-from .references import ExportReferences
+from .interrupt import install_interrupt_handling
 from .pyramid import BuildLevel, Downsample, DownsampleBatch, PlaceLevel0, pyramid
+from .references import ExportReferences
 from .targets import BatchTarget
 
 __all__ = [
@@ -53,8 +54,10 @@ __all__ = [
     "pyramid",
 ]
 
-# The submodules .export and .ingest share their names with the config classes: bind the classes last.
-from .config import export, ingest  # noqa: E402, F811
+# The submodules .export and .ingest share their names with the config classes, and importing a
+# submodule binds its name in this package: bind the classes last.
+export = config.export
+ingest = config.ingest
 
 install_defaults()  # on import, so before luigi's command line reads [retcode] and [core] log_level
 install_interrupt_handling()  # Ctrl-C: one 'rerun to resume' line instead of a traceback per process

@@ -10,7 +10,7 @@ from __future__ import annotations
 import luigi
 
 
-class blockfs(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
+class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
     """Format of the volumes the pipeline writes."""
 
     block_size = luigi.IntParameter(
@@ -41,7 +41,7 @@ def io_resources() -> dict[str, int]:
     return {name: 1} if name else {}
 
 
-class ingest(luigi.Config):  # noqa: N801
+class ingest(luigi.Config):  # lower case: named after its luigi.cfg section
     """How ingest is split into tasks and how much each task may hold."""
 
     target_tasks = luigi.IntParameter(
@@ -60,7 +60,7 @@ class ingest(luigi.Config):  # noqa: N801
     )
 
 
-class export(luigi.Config):  # noqa: N801
+class export(luigi.Config):  # lower case: named after its luigi.cfg section
     """How exports are split into checkpointed slabs."""
 
     slab_planes = luigi.IntParameter(

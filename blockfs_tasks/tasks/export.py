@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Generator, Sequence
 from typing import TextIO, cast
 
 import luigi
@@ -64,7 +65,7 @@ class _PlaneSlab(luigi.Task):
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
     @property
-    def resources(self) -> dict[str, int]:  # type: ignore[override]
+    def resources(self) -> dict[str, int]:  # type: ignore[override]  # luigi declares resources a plain attribute
         return io_resources()
 
     def requires(self) -> luigi.Task:
@@ -118,7 +119,7 @@ class ExportJp2kSlab(_PlaneSlab):
 class _SlabbedExport(FromVolume):
     """A whole export: complete when every slab task is."""
 
-    def slab_tasks(self) -> list[luigi.Task]:
+    def slab_tasks(self) -> Sequence[luigi.Task]:
         raise NotImplementedError
 
     def requires(self) -> luigi.Task:
@@ -127,7 +128,7 @@ class _SlabbedExport(FromVolume):
     def complete(self) -> bool:
         return self.volume_task().complete() and all(t.complete() for t in self.slab_tasks())
 
-    def run(self) -> None:
+    def run(self) -> Generator[Sequence[luigi.Task], object, None]:
         yield self.slab_tasks()  # dynamic: the slabs are known once the volume exists
 
 
@@ -189,7 +190,7 @@ class ExportHdf5Slab(luigi.Task):
     z1 = luigi.IntParameter(description="Last plane, exclusive.")
 
     @property
-    def resources(self) -> dict[str, int]:  # type: ignore[override]
+    def resources(self) -> dict[str, int]:  # type: ignore[override]  # luigi declares resources a plain attribute
         return {**io_resources(), "hdf5_writer": 1}  # one writer per HDF5 file at a time
 
     def requires(self) -> luigi.Task:

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import luigi
 import numpy as np
@@ -51,7 +51,9 @@ class BlockBatchTask(luigi.Task):
     batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
 
     n_threads = 1  # threads compressing blocks
-    _progress: TaskProgress | None = None  # set when run() starts
+    # Set when run() starts. Typed by a cast, not an annotation: luigi's Task is a dataclass_transform,
+    # so an annotated class attribute would become an __init__ field and hide the luigi parameters.
+    _progress = cast("TaskProgress | None", None)
 
     @property
     def resources(self) -> dict[str, int]:  # type: ignore[override]  # luigi declares resources a plain attribute
@@ -213,7 +215,7 @@ class BuildDirectory(BuildVolume):
         )
         planned = WriteBlockBatch.plan_of(spec, plan)
         return [
-            WriteBlockBatch(  # type: ignore[call-arg]  # luigi parameters are not annotated, so not __init__ fields to mypy
+            WriteBlockBatch(
                 dest=self.dest, batch=b, source=self.source, plan=planned, n_threads=plan_config.threads
             )
             for b in range(plan.n_batches)

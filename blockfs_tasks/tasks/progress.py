@@ -11,8 +11,26 @@ an HTTP call. Exporters may report from worker threads, hence the lock.
 from __future__ import annotations
 
 import threading
+from typing import Protocol, cast
 
 import luigi
+
+
+class RunningTask(Protocol):
+    """The scheduler callbacks of a task that a luigi worker runs.
+
+    Luigi's ``Task.__init__`` sets both to ``None`` (so mypy types them so);
+    the worker replaces them with callables before ``run()``.
+    """
+
+    def set_status_message(self, message: str) -> None: ...
+
+    def set_progress_percentage(self, percentage: int) -> None: ...
+
+
+def running(task: luigi.Task) -> RunningTask:
+    """``task`` inside ``run()``, where its scheduler callbacks are set."""
+    return cast(RunningTask, task)
 
 
 class TaskProgress:
@@ -27,11 +45,11 @@ class TaskProgress:
     """
 
     def __init__(self, task: luigi.Task, status: str) -> None:
-        self._task = task
+        self._task = running(task)
         self._lock = threading.Lock()
         self._shown = 0
-        task.set_status_message(status)
-        task.set_progress_percentage(0)
+        self._task.set_status_message(status)
+        self._task.set_progress_percentage(0)
 
     def __call__(self, done: int, total: int) -> None:
         percent = 100 if total <= 0 else max(0, min(100, 100 * done // total))

@@ -28,10 +28,11 @@ from ..pyramid import (
 )
 from .export import FromVolume
 from .ingest import _PLANNED, BlockBatchTask, BuildVolume
+from .progress import running
 from .targets import PyramidInfoTarget, VolumeTarget
 
 
-class pyramid(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
+class pyramid(luigi.Config):  # lower case: named after its luigi.cfg section
     """How pyramids are planned and split into tasks."""
 
     mode = luigi.ChoiceParameter(
@@ -39,7 +40,7 @@ class pyramid(luigi.Config):  # noqa: N801 - named after its luigi.cfg section
         description="mean for images, mode (most frequent label) for segmentations.",
     )
     resolution_nm = luigi.ListParameter(
-        default=[1.0, 1.0, 1.0], description="Voxel size [x, y, z] of level 0 in nm; decides anisotropic steps."
+        default=(1.0, 1.0, 1.0), description="Voxel size [x, y, z] of level 0 in nm; decides anisotropic steps."
     )
     max_levels = luigi.IntParameter(
         default=0, description="Most levels, level 0 included; 0 = until a level fits in one block."
@@ -102,11 +103,12 @@ class DownsampleBatch(_PyramidPlan, BlockBatchTask):
 
     def run(self) -> None:
         origins = level_batches(self.plan, self.level, self.blocks_per_batch)[self.batch]
-        self.set_status_message(f"level {self.level}: {len(origins)} blocks")
+        task = running(self)
+        task.set_status_message(f"level {self.level}: {len(origins)} blocks")
         spec = self.volume_spec()
         with BatchWriter(os.path.abspath(self.dest), spec, self.batch, self.batch_extent()) as writer:
             downsample_batch(self.plan.open(self.level - 1), spec, writer, origins, self.plan.mode)
-        self.set_progress_percentage(100)
+        task.set_progress_percentage(100)
 
 
 class BuildLevel(_PyramidPlan, BuildVolume):

@@ -15,6 +15,7 @@ import luigi
 from ..core.errors import ConfigurationError
 from ..pyramid.layout import is_pyramid
 from .export import ExistingVolume
+from .progress import running
 
 #: What a volume's modification time is read from: a pyramid's info file, else the directory file.
 _INFO = "info"
@@ -60,9 +61,12 @@ class ExportReferences(luigi.Task):
     volume = luigi.PathParameter(description="Directory file of a volume, or a pyramid folder.")
     out_json = luigi.PathParameter(description="The references JSON to write; the edge side file goes beside it.")
     url_prefix = luigi.OptionalParameter(
-        default=None, description="What the JSON's folder is called for readers (e.g. s3://bucket/path/); unset = relative paths."
+        default=None,
+        description="What the JSON's folder is called for readers (e.g. s3://bucket/path/); unset = relative paths.",
     )
-    inline_edges = luigi.BoolParameter(default=False, description="Put padded edge chunks in the JSON, not a side file.")
+    inline_edges = luigi.BoolParameter(
+        default=False, description="Put padded edge chunks in the JSON, not a side file."
+    )
 
     def requires(self) -> luigi.Task | None:
         if os.path.isdir(self.volume):
@@ -77,11 +81,12 @@ class ExportReferences(luigi.Task):
     def run(self) -> None:
         from ..zarr.refs import write_references
 
-        self.set_progress_percentage(0)
-        self.set_status_message(f"references of {self.volume}")
+        task = running(self)
+        task.set_progress_percentage(0)
+        task.set_status_message(f"references of {self.volume}")
         summary = write_references(self.volume, self.output().path, self.url_prefix, self.inline_edges)
-        self.set_status_message(
+        task.set_status_message(
             f"{summary.chunks} chunks referenced, {summary.edge_chunks} padded edge chunks "
             f"({summary.json_bytes + summary.side_bytes} bytes beside {summary.stored_bytes} stored)"
         )
-        self.set_progress_percentage(100)
+        task.set_progress_percentage(100)
