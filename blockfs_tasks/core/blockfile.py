@@ -219,7 +219,8 @@ class BlockFileReader:
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def _fd(self, i: int) -> int:
+    def fd(self, i: int) -> int:
+        """The read-only descriptor of block file ``i`` (an index into ``paths``), opened on first use."""
         fd = self._fds.get(i)
         if fd is None:
             with self._lock:
@@ -246,7 +247,7 @@ class BlockFileReader:
         """
         i = int(entry["file"]) - 1
         offset, size = int(entry["offset"]), int(entry["size"])
-        data = os.pread(self._fd(i), size, offset)
+        data = os.pread(self.fd(i), size, offset)
         if len(data) != size:
             raise TruncatedFileError(
                 f"{self.paths[i]}: block file is truncated: {where} needs bytes "
