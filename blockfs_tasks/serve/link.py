@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from typing import TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -41,7 +42,10 @@ def display_range(samples: Iterable[np.ndarray]) -> tuple[float, float] | None:
     return low, high
 
 
-def _spread(items: list, n: int) -> list:
+_T = TypeVar("_T")
+
+
+def _spread(items: list[_T], n: int) -> list[_T]:
     """Up to ``n`` items spread evenly over ``items``."""
     if len(items) <= n:
         return items

@@ -71,7 +71,7 @@ class Scale:
 
 def chunk_name(grid_extent_xyz: Sequence[int], block_xyz: Sequence[int], origin_xyz: Sequence[int]) -> str:
     """The chunk name ``x0-x1_y0-y1_z0-z1`` of the block starting at ``origin_xyz``."""
-    parts = [f"{o}-{min(o + b, e)}" for o, b, e in zip(origin_xyz, block_xyz, grid_extent_xyz)]
+    parts = [f"{o}-{min(o + b, e)}" for o, b, e in zip(origin_xyz, block_xyz, grid_extent_xyz, strict=True)]
     return "_".join(parts)
 
 
@@ -172,10 +172,12 @@ class PrecomputedVolume:
         if scale is None or match is None:
             return None
         if any(len(number) > MAX_COORDINATE_DIGITS for number in match.groups()):
-            raise BadRequestError(f"{key}/{name[:40]}...: a chunk coordinate longer than {MAX_COORDINATE_DIGITS} digits")
+            raise BadRequestError(
+                f"{key}/{name[:40]}...: a chunk coordinate longer than {MAX_COORDINATE_DIGITS} digits"
+            )
         grid = scale.directory.grid
         origin = (int(match[1]), int(match[3]), int(match[5]))
-        if any(not 0 <= o < e or o % b for o, e, b in zip(origin, grid.extent_xyz, grid.block_xyz)):
+        if any(not 0 <= o < e or o % b for o, e, b in zip(origin, grid.extent_xyz, grid.block_xyz, strict=True)):
             return None
         if chunk_name(grid.extent_xyz, grid.block_xyz, origin) != name:  # wrong ends, leading zeros...
             return None
@@ -222,7 +224,7 @@ def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None
             except (TypeError, ValueError):
                 continue
             if len(values) == 3 and all(v > 0 for v in values):
-                return values  # type: ignore[return-value]
+                return values
     return None
 
 
@@ -244,22 +246,28 @@ def open_precomputed(
         scaled by their factors. Default: the pyramid's, else the volume's
         metadata ``resolution_nm_xyz``, else 1 nm.
     """
-    override = None
+    override: tuple[float, float, float] | None = None
     if resolution_nm_xyz is not None:
-        override = tuple(float(v) for v in resolution_nm_xyz)
-        if len(override) != 3 or not all(v > 0 for v in override):
-            raise ConfigurationError(f"Expected three positive resolutions (x, y, z) in nm. Got {resolution_nm_xyz!r} instead.")
+        values = tuple(float(v) for v in resolution_nm_xyz)
+        if len(values) != 3 or not all(v > 0 for v in values):
+            raise ConfigurationError(
+                f"Expected three positive resolutions (x, y, z) in nm. Got {resolution_nm_xyz!r} instead."
+            )
+        override = values
     if os.path.isdir(path):
         if not is_pyramid(path):
-            raise ConfigurationError(f"{path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder")
+            raise ConfigurationError(
+                f"{path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder"
+            )
         pyramid = Pyramid.from_info(path)
         scales = []
         for i, level in enumerate(pyramid.levels):
             resolution = level.resolution_nm_xyz
             if override is not None:
-                resolution = tuple(r * f for r, f in zip(override, level.factors_xyz))  # type: ignore[assignment]
+                (rx, ry, rz), (fx, fy, fz) = override, level.factors_xyz
+                resolution = (rx * fx, ry * fy, rz * fz)
             scales.append(Scale(level.key, pyramid.open(i), resolution))
         return PrecomputedVolume(scales, layer_type or pyramid.layer_type)
     d = Directory.open(path)
     resolution = override or _resolution_from_metadata(d) or (1.0, 1.0, 1.0)
-    return PrecomputedVolume([Scale(level_key((1, 1, 1)), d, resolution)], layer_type or "image")  # type: ignore[arg-type]
+    return PrecomputedVolume([Scale(level_key((1, 1, 1)), d, resolution)], layer_type or "image")

@@ -93,26 +93,27 @@ class CorsHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         super().end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base class signature)
+    def log_message(self, format: str, *args: object) -> None:  # 'format' shadows the builtin: the base's signature
         logger.debug("%s - %s", self.address_string(), format % args)
 
-    def do_OPTIONS(self) -> None:  # noqa: N802 (http.server naming)
+    def do_OPTIONS(self) -> None:  # do_<METHOD>: http.server's naming
         """CORS preflight."""
         self.send_response(HTTPStatus.NO_CONTENT)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._respond(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._respond(body=False)
 
     def _not_allowed(self) -> None:
         self.close_connection = True  # the request body, if any, is left unread
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain", True, [("Allow", "GET, HEAD, OPTIONS")])
+        allow = [("Allow", "GET, HEAD, OPTIONS")]
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain", True, allow)
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     def _respond(self, body: bool) -> None:
         raise NotImplementedError
@@ -216,6 +217,8 @@ class CorsServer(ThreadingHTTPServer):
     def url(self) -> str:
         """The Neuroglancer source URL: ``precomputed://http://host:port``."""
         host = self.server_address[0]
+        if isinstance(host, (bytes, bytearray)):  # typeshed allows it; an AF_INET(6) socket gives a str
+            host = host.decode()
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
         if ":" in host:

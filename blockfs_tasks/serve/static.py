@@ -81,7 +81,8 @@ class Sharding:
 
 def grid_bits(grid_shape_xyz: Sequence[int]) -> tuple[int, int, int]:
     """Bits of each axis in the compressed Morton code: ``ceil(log2(n))``."""
-    return tuple(max(0, int(n) - 1).bit_length() for n in grid_shape_xyz)  # type: ignore[return-value]
+    x, y, z = (max(0, int(n) - 1).bit_length() for n in grid_shape_xyz)
+    return x, y, z
 
 
 def compressed_morton_code(position_xyz: Sequence[int], grid_shape_xyz: Sequence[int]) -> int:
@@ -96,7 +97,9 @@ def compressed_morton_code(position_xyz: Sequence[int], grid_shape_xyz: Sequence
     return code
 
 
-def default_sharding(grid_shape_xyz: Sequence[int], gzip: bool = False, shard_chunk_bits: int = SHARD_CHUNK_BITS) -> Sharding:
+def default_sharding(
+    grid_shape_xyz: Sequence[int], gzip: bool = False, shard_chunk_bits: int = SHARD_CHUNK_BITS
+) -> Sharding:
     """Shards of ``2**shard_chunk_bits`` chunks, minishards of ``2**PRESHIFT_BITS`` chunks."""
     total = sum(grid_bits(grid_shape_xyz))
     in_shard = min(total, shard_chunk_bits)
@@ -141,7 +144,12 @@ def _write_file(path: str, data: bytes) -> None:
 
 
 def _export_unsharded(
-    source: PrecomputedVolume, scale: Scale, folder: str, gzip: bool, n_threads: int, progress: Callable[[int], None] | None
+    source: PrecomputedVolume,
+    scale: Scale,
+    folder: str,
+    gzip: bool,
+    n_threads: int,
+    progress: Callable[[int], None] | None,
 ) -> int:
     d = scale.directory
 
@@ -169,7 +177,7 @@ def _export_sharded(
     block_xyz = d.grid.block_xyz
     shards: dict[int, list[tuple[int, tuple[int, int, int]]]] = defaultdict(list)
     for origin in d:
-        chunk_id = compressed_morton_code([o // b for o, b in zip(origin, block_xyz)], grid_xyz)
+        chunk_id = compressed_morton_code([o // b for o, b in zip(origin, block_xyz, strict=True)], grid_xyz)
         shards[sharding.locate(chunk_id)[0]].append((chunk_id, origin))
 
     def export(shard: int) -> int:
@@ -225,7 +233,7 @@ def write_static_precomputed(
     threads = n_threads or os.cpu_count() or 1
     info = source.info()
     os.makedirs(out_folder, exist_ok=True)
-    for scale, scale_info in zip(source.scales, info["scales"]):
+    for scale, scale_info in zip(source.scales, info["scales"], strict=True):
         folder = os.path.join(out_folder, scale.key)
         os.makedirs(folder, exist_ok=True)
         if sharded:

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 from http import HTTPStatus
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from ..core.errors import ConfigurationError
@@ -50,7 +51,7 @@ def resolve_static(root: str, url_path: str) -> tuple[str, bool] | None:
     return None
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """A single ``bytes=`` range of a ``size``-byte body as [start, end); None: whole body; False: unsatisfiable.
 
     Multiple ranges and malformed headers are ignored (the whole body is

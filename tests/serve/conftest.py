@@ -25,7 +25,9 @@ RESOLUTION_NM_XYZ = (4.0, 4.0, 10.0)
 ABSENT_XYZ = (16, 16, 8)  # level-0 block never written
 
 
-def write_volume(path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], absent: set[tuple[int, int, int]]) -> Directory:
+def write_volume(
+    path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], absent: set[tuple[int, int, int]]
+) -> Directory:
     """A volume holding ``data`` (z, y, x), except the blocks at ``absent`` origins."""
     z, y, x = data.shape
     d = Directory(x, y, z, data.dtype, str(path), *block_xyz)

@@ -22,9 +22,9 @@ def test_info_of_a_pyramid(image_sample: Sample, image_source: PrecomputedVolume
     assert [s["key"] for s in info["scales"]] == [level.key for level in image_sample.pyramid.levels]
     assert info["scales"][0]["key"] == "1_1_1"
     assert info["scales"][1]["key"] == "2_2_1"  # z is 2.5x coarser: x, y first
-    for scale, level in zip(info["scales"], image_sample.pyramid.levels):
+    for scale, level in zip(info["scales"], image_sample.pyramid.levels, strict=True):
         assert scale["size"] == list(level.extent_xyz)
-        assert scale["resolution"] == [r * f for r, f in zip(RESOLUTION_NM_XYZ, level.factors_xyz)]
+        assert scale["resolution"] == [r * f for r, f in zip(RESOLUTION_NM_XYZ, level.factors_xyz, strict=True)]
         assert scale["voxel_offset"] == [0, 0, 0]
         assert scale["chunk_sizes"] == [list(BLOCK_XYZ)]
         assert scale["encoding"] == "raw"
@@ -103,7 +103,7 @@ def test_single_volume_and_overrides(tmp_path: Path) -> None:
 
 def test_pyramid_resolution_override_scales_every_level(image_sample: Sample) -> None:
     info = open_precomputed(str(image_sample.folder), resolution_nm_xyz=(1, 1, 2)).info()
-    for scale, level in zip(info["scales"], image_sample.pyramid.levels):
+    for scale, level in zip(info["scales"], image_sample.pyramid.levels, strict=True):
         assert scale["resolution"] == [float(f) for f in np.multiply((1, 1, 2), level.factors_xyz)]
 
 

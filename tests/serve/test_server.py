@@ -174,7 +174,9 @@ def test_cors_on_preflight_and_on_errors(image_server: BackgroundServer) -> None
         assert b"Access-Control-Allow-Origin: *" in response
 
 
-def test_keep_alive_serves_many_requests_on_one_connection(image_server: BackgroundServer, image_sample: Sample) -> None:
+def test_keep_alive_serves_many_requests_on_one_connection(
+    image_server: BackgroundServer, image_sample: Sample
+) -> None:
     host, port = image_server.server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
@@ -266,7 +268,9 @@ def test_serve_command_prints_the_url_and_serves(image_sample: Sample) -> None:
     )
     try:
         line = proc.stdout.readline().strip()  # type: ignore[union-attr]
-        assert line.startswith("precomputed://http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+        assert line.startswith("precomputed://http://127.0.0.1:"), (
+            line, proc.stderr.read() if proc.poll() is not None else ""  # type: ignore[union-attr]
+        )
         url = urlsplit(line.removeprefix("precomputed://"))
         assert url.port and url.port > 0
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
@@ -304,7 +308,9 @@ def test_server_stops_with_idle_keep_alive_clients(image_source: object) -> None
         conn.close()
 
 
-def test_an_absurd_chunk_coordinate_is_a_400_without_a_traceback(image_server: BackgroundServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_absurd_chunk_coordinate_is_a_400_without_a_traceback(
+    image_server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
     huge = "9" * 5000
     with caplog.at_level("DEBUG", logger="blockfs_tasks"):
         status, headers, body = request(image_server, f"/1_1_1/{huge}-{huge}_0-16_0-8")

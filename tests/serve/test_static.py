@@ -129,7 +129,7 @@ def test_encode_shard_layout() -> None:
     even = np.frombuffer(body[index[0, 0] : index[0, 1]], "<u8").reshape(3, -1).astype(np.int64)
     assert list(np.cumsum(even[0])) == [2, 4]  # delta-coded ids
     starts = np.cumsum(even[1] + np.concatenate([[0], even[2][:-1]]))
-    assert [body[s : s + n] for s, n in zip(starts, even[2])] == [b"two", b"four"]
+    assert [body[s : s + n] for s, n in zip(starts, even[2], strict=True)] == [b"two", b"four"]
     odd = np.frombuffer(body[index[1, 0] : index[1, 1]], "<u8").reshape(3, -1).astype(np.int64)
     assert list(odd[0]) == [1] and body[odd[1][0] : odd[1][0] + odd[2][0]] == b"one"
 
@@ -138,7 +138,8 @@ def test_precomputed_command(tmp_path: Path, image_sample: Sample) -> None:
     from blockfs_tasks.cli import precomputed_main
 
     out = tmp_path / "cmd"
-    assert precomputed_main([str(image_sample.folder), str(out), "--sharded", "--silent", "--type", "segmentation"]) == 0
+    argv = [str(image_sample.folder), str(out), "--sharded", "--silent", "--type", "segmentation"]
+    assert precomputed_main(argv) == 0
     info = json.loads((out / "info").read_text())
     assert info["type"] == "segmentation" and len(info["scales"]) == len(image_sample.pyramid.levels)
     assert precomputed_main([str(tmp_path / "missing.blockfs"), str(out), "--silent"]) == 1

@@ -29,7 +29,9 @@ KINDS = {"raw": (False, False), "gzip": (True, False), "sharded": (False, True),
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
-def tree(request: pytest.FixtureRequest, image_sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, BackgroundServer]]:
+def tree(
+    request: pytest.FixtureRequest, image_sample: Sample, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path, BackgroundServer]]:
     """Each kind of static tree, served by make_static_server on a free port."""
     use_gzip, sharded = KINDS[request.param]
     out = tmp_path_factory.mktemp(request.param) / "tree"
@@ -38,7 +40,9 @@ def tree(request: pytest.FixtureRequest, image_sample: Sample, tmp_path_factory:
         yield request.param, out, server
 
 
-def get(server: BackgroundServer, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def get(
+    server: BackgroundServer, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
     host, port = server.server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
@@ -52,7 +56,9 @@ def get(server: BackgroundServer, path: str, headers: dict[str, str] | None = No
         conn.close()
 
 
-def test_tensorstore_reads_every_kind_of_tree_over_http(tree: tuple[str, Path, BackgroundServer], image_sample: Sample) -> None:
+def test_tensorstore_reads_every_kind_of_tree_over_http(
+    tree: tuple[str, Path, BackgroundServer], image_sample: Sample
+) -> None:
     _, _, server = tree
     for i, level in enumerate(image_sample.pyramid.levels):
         store = tensorstore.open(
@@ -62,11 +68,15 @@ def test_tensorstore_reads_every_kind_of_tree_over_http(tree: tuple[str, Path, B
         assert np.array_equal(got, image_sample.expected(i)), (tree[0], level.key)
 
 
-def test_cloudvolume_reads_every_kind_of_tree_over_http(tree: tuple[str, Path, BackgroundServer], image_sample: Sample) -> None:
+def test_cloudvolume_reads_every_kind_of_tree_over_http(
+    tree: tuple[str, Path, BackgroundServer], image_sample: Sample
+) -> None:
     cloudvolume = pytest.importorskip("cloudvolume")
     _, _, server = tree
     for mip, level in enumerate(image_sample.pyramid.levels[:2]):
-        vol = cloudvolume.CloudVolume(server.base_url, mip=mip, fill_missing=True, progress=False, cache=False, parallel=1)
+        vol = cloudvolume.CloudVolume(
+            server.base_url, mip=mip, fill_missing=True, progress=False, cache=False, parallel=1
+        )
         ex, ey, ez = level.extent_xyz
         got = np.asarray(vol[0:ex, 0:ey, 0:ez])[..., 0].transpose(2, 1, 0)
         assert np.array_equal(got, image_sample.expected(mip)), (tree[0], level.key)
