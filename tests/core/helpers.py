@@ -62,7 +62,11 @@ def random_block(shape: tuple[int, ...], dtype: object, seed: object) -> np.ndar
 def same(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal shape, dtype and bytes (so NaNs and -0.0 count)."""
     a, b = np.asarray(a), np.asarray(b)
-    return a.shape == b.shape and a.dtype == b.dtype and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    )
 
 
 def run_python(

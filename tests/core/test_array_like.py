@@ -46,7 +46,9 @@ def test_numpy_sees_the_voxels(volume: tuple[Directory, np.ndarray]) -> None:
         np.asarray(d, copy=False)
 
 
-def test_block_iteration_has_an_explicit_name_and_the_old_calls_still_work(volume: tuple[Directory, np.ndarray]) -> None:
+def test_block_iteration_has_an_explicit_name_and_the_old_calls_still_work(
+    volume: tuple[Directory, np.ndarray],
+) -> None:
     d, _ = volume
     origins = list(d.block_origins())
     assert len(origins) == d.grid.n_blocks - 1 and (0, 0, 0) not in origins
@@ -63,7 +65,8 @@ def test_dask_from_array(volume: tuple[Directory, np.ndarray]) -> None:
     d, data = volume
     lazy = da.from_array(d)
     assert lazy.shape == d.shape and lazy.dtype == d.dtype
-    for axis_chunks, block, n in zip(lazy.chunks, d.chunks, d.shape):  # aligned on blocks: no block decoded twice
+    # aligned on blocks: no block decoded twice
+    for axis_chunks, block, n in zip(lazy.chunks, d.chunks, d.shape, strict=True):
         edges = np.cumsum(axis_chunks)
         assert all(e % block == 0 or e == n for e in edges), (lazy.chunks, d.chunks)
     import dask
@@ -71,7 +74,7 @@ def test_dask_from_array(volume: tuple[Directory, np.ndarray]) -> None:
     with dask.config.set({"array.chunk-size": "20kB"}):  # several chunks: still whole blocks
         big = da.from_array(d)
     assert big.numblocks != (1, 1, 1)
-    assert all(all(c % b == 0 for c in cs[:-1]) for cs, b in zip(big.chunks, d.chunks)), big.chunks
+    assert all(all(c % b == 0 for c in cs[:-1]) for cs, b in zip(big.chunks, d.chunks, strict=True)), big.chunks
     assert same(big.compute(), data)
     assert same(lazy.compute(), data)
     assert same(lazy[3:30, 10:40:3, 60].compute(), data[3:30, 10:40:3, 60])

@@ -115,11 +115,15 @@ def test_codec_record_round_trip(codec: BlockCodec) -> None:
     [
         ({"id": "fpzip", "precision": 20}, UnsupportedCodecError, "unknown codec id 'fpzip'"),
         ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 2}, UnsupportedCodecError, "shuffle 0 .* Got 2"),
-        ({"id": "blosc", "cname": "zstd", "clevel": 5, "blocksize": 0}, UnsupportedCodecError, "unknown parameters \\['blocksize'\\]"),
+        (
+            {"id": "blosc", "cname": "zstd", "clevel": 5, "blocksize": 0},
+            UnsupportedCodecError,
+            "unknown parameters \\['blocksize'\\]",
+        ),
         ({"id": "blosc", "cname": "zz", "clevel": 5}, FormatError, "Expected a compression"),
         ({"id": "blosc", "cname": ["zstd"], "clevel": 5}, FormatError, "codec 'blosc'"),
         ({"id": "blosc", "cname": "zstd", "clevel": 12}, FormatError, "level"),
-        ({"cname": "zstd"}, FormatError, "string \"id\""),
+        ({"cname": "zstd"}, FormatError, 'string "id"'),
         ([1, 2], FormatError, "JSON object"),
     ],
 )

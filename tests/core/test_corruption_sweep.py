@@ -51,7 +51,9 @@ def volume(tmp_path: Path) -> tuple[Path, tuple[bytes, dict]]:
     return path, (data.tobytes(), {"voxel_size_um": [1.8, 1.8, 2.0]})
 
 
-def _sweep(target: Path, volume_path: Path, expected: tuple[bytes, dict], masks: tuple[int, ...], step: int = 1) -> Counter:
+def _sweep(
+    target: Path, volume_path: Path, expected: tuple[bytes, dict], masks: tuple[int, ...], step: int = 1
+) -> Counter:
     original = target.read_bytes()
     counts: Counter = Counter()
     failures = []

@@ -7,12 +7,12 @@ every committed block reads back exactly as written.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import signal
 import socket
 import subprocess
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -57,7 +57,9 @@ sys.stdin.read()  # wait to be killed
 """
 
 
-def start_writer(d: Directory, tmp_path: Path, order: list[tuple[int, int, int]], n_threads: int = 1) -> subprocess.Popen[str]:
+def start_writer(
+    d: Directory, tmp_path: Path, order: list[tuple[int, int, int]], n_threads: int = 1
+) -> subprocess.Popen[str]:
     (tmp_path / "dir.pickle").write_bytes(pickle.dumps(d))
     (tmp_path / "order.txt").write_text(" ".join(f"{x},{y},{z}" for x, y, z in order))
     proc = subprocess.Popen(
@@ -251,7 +253,9 @@ def test_creator_killed_before_close(tmp_path: Path, n: int) -> None:
     r = Directory.open(path)  # replays the journal
     assert set(r) == set(origins) and len(r) == n
     check_blocks(r, origins)
-    assert same(r[0:64, 0:64, 0:128], np.concatenate([seeded_block(0, 0, 0, (64,) * 3), seeded_block(64, 0, 0, (64,) * 3)], 2))
+    assert same(
+        r[0:64, 0:64, 0:128], np.concatenate([seeded_block(0, 0, 0, (64,) * 3), seeded_block(64, 0, 0, (64,) * 3)], 2)
+    )
 
     w = Directory.open(path, "r+")  # a later session finishes the job: the journal is merged and removed
     w.write_block(seeded_block(192, 192, 128, (64, 64, 64)), 192, 192, 128)

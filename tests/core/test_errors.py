@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from v1_writer import write_v1_volume
 
 from blockfs_tasks.core import (
     BlockDTypeError,
@@ -28,7 +29,6 @@ from blockfs_tasks.core import (
 )
 from blockfs_tasks.core import format as fmt
 from blockfs_tasks.core.errors import CorruptIndexError
-from v1_writer import write_v1_volume
 
 from .helpers import TESTS, random_block, same
 
@@ -369,7 +369,13 @@ def test_flipped_byte_is_a_checksum_error(closed: tuple[Path, np.ndarray]) -> No
     ],
 )
 def test_invalid_parameters(tmp_path: Path, kwargs: dict, pattern: str) -> None:
-    args = {"x_extent": 8, "y_extent": 8, "z_extent": 8, "dtype": np.uint8, "directory_filename": tmp_path / "p.blockfs"}
+    args = {
+        "x_extent": 8,
+        "y_extent": 8,
+        "z_extent": 8,
+        "dtype": np.uint8,
+        "directory_filename": tmp_path / "p.blockfs",
+    }
     args.update(kwargs)
     with pytest.raises(ConfigurationError, match=pattern):
         Directory(**args)

@@ -24,7 +24,9 @@ V2_DATA = TESTS / "data" / "blockfs-v2.0.0"
 INDEX = np.dtype([("offset", "<u8"), ("size", "<u4"), ("file", "<u4"), ("crc", "<u4")])
 
 
-def write(path: Path, shape_zyx: tuple[int, int, int], block: int, seed: int = 0, metadata: dict | None = None) -> np.ndarray:
+def write(
+    path: Path, shape_zyx: tuple[int, int, int], block: int, seed: int = 0, metadata: dict | None = None
+) -> np.ndarray:
     data = random_block(shape_zyx, "uint16", seed)
     d = Directory(shape_zyx[2], shape_zyx[1], shape_zyx[0], np.uint16, path, block, block, block, metadata=metadata)
     d.create()
@@ -42,7 +44,11 @@ def parse(raw: bytes) -> tuple[dict, int, np.ndarray, int]:
     (crc,) = struct.unpack_from("<I", raw, 16 + m)
     assert crc == google_crc32c.value(raw[: 16 + m])
     md = json.loads(raw[16 : 16 + m])
-    n = -(-md["XExtent"] // md["XBlockSize"]) * -(-md["YExtent"] // md["YBlockSize"]) * -(-md["ZExtent"] // md["ZBlockSize"])
+    n = (
+        -(-md["XExtent"] // md["XBlockSize"])
+        * -(-md["YExtent"] // md["YBlockSize"])
+        * -(-md["ZExtent"] // md["ZBlockSize"])
+    )
     e = md["IndexPageEntries"]
     pages = -(-n // e)
     table = np.frombuffer(raw, "<u4", count=pages, offset=20 + m)
@@ -143,7 +149,9 @@ def test_mapped_index_is_checked_page_by_page_on_first_use(mapped: tuple[Path, n
         d.read_block(x, y, z)
     x, y, z = d.grid.origin(450)
     assert same(d.read_block(x, y, z), data[z : z + 2, y : y + 2, x : x + 2])  # page 2 is sound
-    assert fmt.index_errors(d.index) == {1: f"{path}: index page 1 (block positions 200..399) does not match its CRC-32C"}
+    assert fmt.index_errors(d.index) == {
+        1: f"{path}: index page 1 (block positions 200..399) does not match its CRC-32C"
+    }
     with pytest.raises(CorruptIndexError):
         np.asarray(d.index)  # a whole copy (e.g. a writer's merge) checks every page
 
@@ -232,7 +240,9 @@ def test_v1_directory_claiming_67m_blocks_allocates_nothing(tmp_path: Path) -> N
     assert peak < 1 << 20
 
 
-@pytest.mark.parametrize("key", ["XStride", "YStride", "ZStride", "XBlockSize", "ZBlockSize", "NOffsetBits", "NSizeBits"])
+@pytest.mark.parametrize(
+    "key", ["XStride", "YStride", "ZStride", "XBlockSize", "ZBlockSize", "NOffsetBits", "NSizeBits"]
+)
 @pytest.mark.parametrize("value", [1 << 62, 1 << 63, 10**30])
 def test_v1_huge_integers_are_format_errors_or_read(tmp_path: Path, key: str, value: int) -> None:
     """Integers past 64 bits in 1.0.0 metadata raised OverflowError from numpy; now a volume reads or a FormatError."""

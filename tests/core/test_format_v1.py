@@ -11,16 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from v1_writer import write_v1_volume
 
 from blockfs_tasks.core import Directory, ReadOnlyError
-from v1_writer import write_v1_volume
 
 from .helpers import ALL_COMPRESSORS, ALL_DTYPES, V1_CASES, V1_DATA, compressor_param, random_block, same
 
 
 def _fixture(case: str) -> tuple[Path, np.ndarray, dict]:
     folder = V1_DATA / case
-    return folder / "precomputed.blockfs", np.load(folder / "expected.npy"), json.loads((folder / "case.json").read_text())
+    return (
+        folder / "precomputed.blockfs",
+        np.load(folder / "expected.npy"),
+        json.loads((folder / "case.json").read_text()),
+    )
 
 
 def _check_every_block(d: Directory, expected: np.ndarray) -> None:
@@ -65,8 +69,8 @@ def test_golden_volume_region_reads(case: str) -> None:
     rng = np.random.default_rng(5)
     for _ in range(20):
         lo = [int(rng.integers(0, n)) for n in expected.shape]
-        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, expected.shape)]
-        key = tuple(slice(a, b) for a, b in zip(lo, hi))
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, expected.shape, strict=True)]
+        key = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         assert same(d[key], expected[key])
 
 

@@ -18,7 +18,11 @@ V2_CASES = sorted(p.name for p in V2_DATA.iterdir() if (p / "precomputed.blockfs
 
 def _fixture(case: str) -> tuple[Path, np.ndarray, dict]:
     folder = V2_DATA / case
-    return folder / "precomputed.blockfs", np.load(folder / "expected.npy"), json.loads((folder / "case.json").read_text())
+    return (
+        folder / "precomputed.blockfs",
+        np.load(folder / "expected.npy"),
+        json.loads((folder / "case.json").read_text()),
+    )
 
 
 def test_both_golden_volumes_are_present() -> None:
@@ -33,7 +37,11 @@ def test_golden_volume_reads_as_expected(case: str) -> None:
     assert d.shape == expected.shape == tuple(meta["extent_xyz"][::-1])
     assert d.dtype == expected.dtype == np.dtype(meta["dtype"])
     assert d.grid.block_xyz == tuple(meta["block_xyz"])
-    assert (d.compression, d.compression_level, d.spec.codec.shuffle) == (meta["compression"], meta["level"], meta["shuffle"])
+    assert (d.compression, d.compression_level, d.spec.codec.shuffle) == (
+        meta["compression"],
+        meta["level"],
+        meta["shuffle"],
+    )
     assert same(d[:, :, :], expected)
     for x, y, z in d.grid.origins():
         sz, sy, sx = d.get_block_size(x, y, z)

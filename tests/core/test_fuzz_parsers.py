@@ -75,7 +75,10 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d.close()
     out["directory 2.1.0"] = root / "v21" / "v.blockfs"
     # 2.0.0 and 1.0.0 directories: golden volumes
-    for name, src in (("directory 2.0.0", V2_DATA / "v2_uint16_zstd_live"), ("directory 1.0.0", V1_DATA / "v1_uint8_lz4_sparse")):
+    for name, src in (
+        ("directory 2.0.0", V2_DATA / "v2_uint16_zstd_live"),
+        ("directory 1.0.0", V1_DATA / "v1_uint8_lz4_sparse"),
+    ):
         folder = root / name.replace(" ", "_")
         shutil.copytree(src, folder, copy_function=shutil.copyfile)
         out[name] = folder / "precomputed.blockfs"
@@ -89,7 +92,9 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     m, h = struct.unpack_from("<II", raw, 8)
     md = json.loads(raw[16 : 16 + m])
     codec = md.pop("Codec")
-    md.update(Version="2.0.0", Compression=codec["cname"], CompressionLvl=codec["clevel"], Shuffle=bool(codec["shuffle"]))
+    md.update(
+        Version="2.0.0", Compression=codec["cname"], CompressionLvl=codec["clevel"], Shuffle=bool(codec["shuffle"])
+    )
     body = json.dumps(md).encode()
     body += b" " * (-len(body) % 8)
     out["fragment 2.0.0"] = root / "v21" / "v.blockfs.8.fragment"
@@ -155,15 +160,22 @@ def _mutate(raw: bytes, changes: list[tuple[int, int]], header: tuple[int, int] 
 byte_changes = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6)
 header_ints = st.none() | st.tuples(
     st.sampled_from([8, 12]),
-    st.integers(0, 64) | st.integers(0, 4096) | st.integers(0, (1 << 32) - 1) | st.sampled_from([0xFFFFFFFF, 0x7FFFFFFF]),
+    st.integers(0, 64)
+    | st.integers(0, 4096)
+    | st.integers(0, (1 << 32) - 1)
+    | st.sampled_from([0xFFFFFFFF, 0x7FFFFFFF]),
 )
 cuts = st.none() | st.integers(0, 1 << 20)
 inserts = st.none() | st.tuples(st.integers(0, 1 << 20), st.binary(min_size=1, max_size=24))
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 70), 1 << 70)
+    | st.floats(allow_nan=True)
     | st.sampled_from([0, -1, 1 << 31, 1 << 32, 1 << 62, 1 << 63, 1 << 64, 10**30])
-    | st.text(max_size=12) | st.sampled_from(["uint16", "1.0.0", "2.0.0", "2.1.0", "zstd", "blosc", ".", "../x", "/abs"]),
+    | st.text(max_size=12)
+    | st.sampled_from(["uint16", "1.0.0", "2.0.0", "2.1.0", "zstd", "blosc", ".", "../x", "/abs"]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=8,
 )

@@ -251,6 +251,9 @@ def test_kill_at_every_syscall_of_a_small_session(zygote: Zygote, tmp_path: Path
 
 @pytest.mark.slow
 def test_kill_at_every_syscall_of_a_pool_session(zygote: Zygote, tmp_path: Path) -> None:
-    """The creator and two forked writers (strace counts each process's calls: a kill lands in whichever first makes its Nth)."""
+    """The creator and two forked writers.
+
+    strace counts each process's calls: a kill lands in whichever first makes its Nth.
+    """
     points = sweep(zygote, tmp_path, "pool", SYSCALLS)
     assert sum(points.values()) >= 60, points

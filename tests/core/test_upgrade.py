@@ -33,7 +33,9 @@ def _block_files(folder: Path) -> dict[str, tuple[int, bytes]]:
     return {f.name: (f.stat().st_ino, f.read_bytes()) for f in folder.glob("precomputed.blockfs.*")}
 
 
-@pytest.mark.parametrize("source", [V1_DATA / "v1_uint16_zstd", V1_DATA / "v1_uint8_lz4_sparse", V2_DATA / "v2_uint16_zstd_live"])
+@pytest.mark.parametrize(
+    "source", [V1_DATA / "v1_uint16_zstd", V1_DATA / "v1_uint8_lz4_sparse", V2_DATA / "v2_uint16_zstd_live"]
+)
 def test_upgrade_in_place(tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _copy(source, tmp_path / "v")
     expected = np.load(source / "expected.npy")
@@ -81,7 +83,9 @@ def test_upgrade_refuses_to_replace_an_unrelated_file(tmp_path: Path) -> None:
     assert other.read_text() == "keep me"
 
 
-def test_a_block_that_does_not_decode_is_reported_not_checksummed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_block_that_does_not_decode_is_reported_not_checksummed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _copy(V1_DATA / "v1_uint16_zstd", tmp_path / "v")
     d = Directory.open(path)
     x, y, z = 32, 64, 32
@@ -122,8 +126,19 @@ def test_an_upgrade_killed_at_its_rename_leaves_the_old_volume_and_a_rerun_finis
     if probe.returncode != 0:
         pytest.skip(f"strace cannot trace here: {probe.stderr.decode()[:200]}")
     killed = subprocess.run(
-        [strace, "-f", "-o", os.devnull, "-e", "inject=rename,renameat,renameat2:signal=SIGKILL", sys.executable, "-c", code],
-        capture_output=True, timeout=120,
+        [
+            strace,
+            "-f",
+            "-o",
+            os.devnull,
+            "-e",
+            "inject=rename,renameat,renameat2:signal=SIGKILL",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        timeout=120,
     )
     assert killed.returncode != 0
     assert path.read_bytes() == old and Directory.open(path).version == "1.0.0"

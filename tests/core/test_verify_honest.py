@@ -36,7 +36,9 @@ def test_verify_recomputes_the_crc_of_a_memory_mapped_index(
     _volume(path, (16, 16, 16), 2)  # 512 blocks
     contents = fmt.read_directory(path)
     index = np.array(contents.index)
-    path.write_bytes(fmt.encode_directory_header(contents.spec, contents.block_files, index, page_entries=100) + index.tobytes())
+    path.write_bytes(
+        fmt.encode_directory_header(contents.spec, contents.block_files, index, page_entries=100) + index.tobytes()
+    )
     monkeypatch.setattr(directory_file, "MMAP_THRESHOLD", 0)  # the path of volumes over ~3.36 M blocks
     raw = bytearray(path.read_bytes())
     dpos = struct.unpack_from("<I", raw, 12)[0]
@@ -69,7 +71,9 @@ def test_verify_of_an_empty_volume_says_it_checked_no_block(tmp_path: Path, caps
     assert "0 blocks good, 0 bad (the volume has no blocks: only its directory was checked)" in capsys.readouterr().out
 
 
-def test_verify_and_info_of_a_corrupt_header_fail_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_and_info_of_a_corrupt_header_fail_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "v.blockfs"
     _volume(path, (8, 8, 8), 4)
     raw = bytearray(path.read_bytes())

@@ -46,7 +46,8 @@ def write_all():
         try:
             d.write_block(data(i), x, y, z)
         except Exception as e:
-            print(json.dumps({"i": i, "type": type(e).__name__, "error": str(e), "errno": getattr(e, "errno", None)}), flush=True)
+            failure = {"type": type(e).__name__, "error": str(e), "errno": getattr(e, "errno", None)}
+            print(json.dumps({"i": i, **failure}), flush=True)
         else:
             print(json.dumps({"i": i, "ok": True}), flush=True)
 
@@ -60,7 +61,8 @@ for attempt in ("close", "close again"):
     try:
         d.close()
     except Exception as e:
-        print(json.dumps({"close": attempt, "type": type(e).__name__, "error": str(e), "errno": getattr(e, "errno", None)}), flush=True)
+        failure = {"type": type(e).__name__, "error": str(e), "errno": getattr(e, "errno", None)}
+        print(json.dumps({"close": attempt, **failure}), flush=True)
     else:
         print(json.dumps({"close": attempt, "ok": True}), flush=True)
 """
@@ -142,7 +144,9 @@ def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
