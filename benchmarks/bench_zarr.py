@@ -51,6 +51,7 @@ from common import (
 
 from blockfs_tasks.core import Directory
 from blockfs_tasks.zarr import BlockfsStore, to_dask, write_references
+from blockfs_tasks.zarr.refs import RECORD_SIZE
 
 logger = logging.getLogger("bench_zarr")
 MIB = 1 << 20
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", type=int, default=300, help="Random chunk reads per reader.")
     p.add_argument("--root", default=None, help="Scratch folder (default: a temporary one, removed).")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zarr.md"))
+    p.add_argument("--before", default=None, help="JSON of an earlier run: adds a before/after table.")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import numcodecs
@@ -190,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         with Stopwatch() as sw:
             summary = write_references(path, refs_path)
         results["refs_s"] = sw.seconds
-        results["refs"] = {k: getattr(summary, k) for k in ("chunks", "edge_chunks", "json_bytes", "side_bytes", "stored_bytes")}
+        results["refs"] = {
+            k: getattr(summary, k)
+            for k in ("chunks", "edge_chunks", "json_bytes", "side_bytes", "stored_bytes", "edge_stored_bytes")
+        }
         log(f"refs written in {sw.seconds:.2f} s: {results['refs']}")
 
         # The user's alternative: copy the volume into a zarr v2 array (same chunks and codec).
@@ -233,10 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         # ---------------------------------------------------------- full reads
         store = BlockfsStore(path)
         store_array = zarr.open_group(store, mode="r")["0"]
-        cwd = os.getcwd()
-        os.chdir(os.path.dirname(refs_path))
-        refs_array = zarr.open_group("reference://", storage_options={"fo": os.path.basename(refs_path)}, mode="r")["0"]
-        os.chdir(cwd)
+        # absolute file:// URLs (the default): opens from any working directory
+        refs_array = zarr.open_group("reference://", storage_options={"fo": refs_path}, mode="r")["0"]
         copy_array = zarr.open_array(zpath, mode="r")
         ts_array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": tpath}}, read=True).result()
         dask_array = to_dask(path)
@@ -253,12 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[str, list[tuple[float, float, float]]] = {}
         for rep in range(args.repeat):
             for name, fn in readers.items():
-                os.chdir(os.path.dirname(refs_path))  # the refs are relative to their folder
-                try:
-                    with OtherLoad() as load, Stopwatch() as sw:
-                        out = fn()
-                finally:
-                    os.chdir(cwd)
+                with OtherLoad() as load, Stopwatch() as sw:
+                    out = fn()
                 if rep == 0 and not np.array_equal(out, volume):
                     raise SystemExit(f"{name}: the full read differs from the volume")
                 del out
@@ -293,16 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         chunks_out: dict[str, dict[str, float]] = {}
         for _ in range(2):  # interleaved rounds, best kept (the first round of the Store also pads edges)
             for name, fn in chunk_readers.items():
-                os.chdir(os.path.dirname(refs_path))
-                try:
-                    with OtherLoad() as load, Stopwatch() as sw:
-                        for c in picks:
-                            r = region(c)
-                            got = fn(r)
-                            if got.shape != tuple(s.stop - s.start for s in r):
-                                raise SystemExit(f"{name}: wrong chunk shape")
-                finally:
-                    os.chdir(cwd)
+                with OtherLoad() as load, Stopwatch() as sw:
+                    for c in picks:
+                        r = region(c)
+                        got = fn(r)
+                        if got.shape != tuple(s.stop - s.start for s in r):
+                            raise SystemExit(f"{name}: wrong chunk shape")
                 rate = len(picks) / sw.seconds
                 if name not in chunks_out or rate > chunks_out[name]["chunks_s"]:
                     chunks_out[name] = {"chunks_s": rate, "other_cores": load.cores}
@@ -344,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.root is None:
             shutil.rmtree(root, ignore_errors=True)
+    if args.before:
+        with open(args.before) as f:
+            results["before"] = json.load(f)
     write_report(results, args.out)
     return 0
 
@@ -383,19 +381,48 @@ def scaling(out: str, blocks_per_axis: int = 272, present: int = 1000) -> None:
 
         with Stopwatch() as list_sw:
             keys = sync(count())
+        json_path, parq_path = os.path.join(root, "big.json"), os.path.join(root, "big.parq")
         with Stopwatch() as refs_sw:
-            summary = write_references(path, os.path.join(root, "big.json"))
+            summary = write_references(path, json_path)
+        with Stopwatch() as parq_sw:
+            parq = write_references(path, parq_path, fmt="parquet")
+        parq_files = sum(len(names) for _, _, names in os.walk(parq_path))
+        opened: dict[str, tuple[float, float]] = {}
+        for name, fo in (("JSON", json_path), ("parquet", parq_path)):
+            with Stopwatch() as o_sw:
+                ref_array = zarr.open_group("reference://", storage_options={"fo": fo}, mode="r")["0"]
+            with Stopwatch() as r_sw:
+                for x, y, z in picks:
+                    if not (ref_array[z : z + 32, y : y + 32, x : x + 32] == 7).all():
+                        raise SystemExit(f"wrong block through the {name} references")
+            opened[name] = (o_sw.seconds, r_sw.seconds / len(picks))
+        dense = dense_record_bytes()
         n_blocks = blocks_per_axis**3
+        per_json = summary.json_bytes / max(summary.chunks + summary.edge_chunks, 1)
         text = (
             "\n## Scaling: a 20-million-block volume\n\n"
             f"{n_blocks:,} block positions (272^3 blocks of 32^3 uint8; index {os.path.getsize(path) / MIB:.0f} MiB, memory-mapped), "
             f"{len(origins)} blocks written. Opening the Store, the group and the array: {open_sw.seconds * 1000:.0f} ms; "
             f"{len(picks)} chunk reads: {read_sw.seconds / len(picks) * 1000:.1f} ms each (zarr-python included), "
             f"peak memory +{rss:.0f} MiB: a chunk read is one index entry, never a scan. "
-            f"`list`: {keys} keys in {list_sw.seconds:.2f} s, one vectorised pass over the index ({LIST_NOTE}). "
-            f"References: {refs_sw.seconds:.2f} s, {summary.json_bytes / max(summary.chunks + summary.edge_chunks, 1):.0f} bytes "
-            "of JSON per present block, so a fully written 20-million-block volume makes a ~0.9 GB JSON: for volumes that "
-            "large, kerchunk's Parquet references (fsspec `LazyReferenceMapper`) would be the better container (not built).\n"
+            f"`list`: {keys} keys in {list_sw.seconds:.2f} s, one vectorised pass over the index ({LIST_NOTE}).\n\n"
+            "References of the same volume, JSON vs parquet (`blockfs-refs --format parquet`, kerchunk's lazy layout, "
+            f"{RECORD_SIZE:,} positions per file, a file only for records holding a block):\n\n"
+            + markdown_table(
+                ["references", "write s", "size", "files", "open group + array", "chunk read (zarr + fsspec)"],
+                [
+                    ["JSON", f"{refs_sw.seconds:.2f}", f"{summary.json_bytes / 1024:.0f} KiB", "1",
+                     f"{opened['JSON'][0] * 1000:.0f} ms", f"{opened['JSON'][1] * 1000:.1f} ms"],
+                    ["parquet", f"{parq_sw.seconds:.2f}", f"{parq.json_bytes / 1024:.0f} KiB", f"{parq_files}",
+                     f"{opened['parquet'][0] * 1000:.0f} ms", f"{opened['parquet'][1] * 1000:.1f} ms"],
+                ],
+            )
+            + "\n\n"
+            f"A fully written volume: the JSON costs {per_json:.0f} bytes per block, ~{per_json * n_blocks / 1e9:.2f} GB for "
+            f"{n_blocks / 1e6:.0f} M blocks, parsed whole at open. A dense parquet record ({RECORD_SIZE:,} present blocks of "
+            f"one block file, frame sizes as in the 1 GiB volume) is {dense / 1024:.0f} KiB, {dense / RECORD_SIZE:.2f} bytes "
+            f"per block: ~{dense / RECORD_SIZE * n_blocks / 1e6:.0f} MB for {n_blocks / 1e6:.0f} M blocks, of which a reader "
+            "loads only the records it touches.\n"
         )
         with open(out, "a") as f:
             f.write(text)
@@ -405,6 +432,55 @@ def scaling(out: str, blocks_per_axis: int = 272, present: int = 1000) -> None:
 
 
 LIST_NOTE = "1 M entries at a time; the keys it yields scale with the present blocks"
+
+
+def dense_record_bytes() -> int:
+    """Bytes of one parquet record of ``RECORD_SIZE`` present blocks, written as the refs writer writes it.
+
+    One block file, consecutive frames of realistic sizes (those of 64^3 uint16 zstd-5 blocks, ~170 KiB +- 10%).
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(155_000, 190_000, RECORD_SIZE).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    paths = np.full(RECORD_SIZE, "file:///data/volumes/brain-2026/precomputed.blockfs.0", dtype=object)
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = os.path.join(tmp, "refs.0.parq")
+        pd.DataFrame({"path": paths, "offset": offsets, "size": sizes}).to_parquet(
+            fn, engine="fastparquet", compression="zstd", index=False, stats=False,
+            object_encoding={"path": "utf8"}, has_nulls=["path"],
+        )
+        return os.path.getsize(fn)
+
+
+def before_after(r: dict[str, Any]) -> list[str]:
+    """A before/after table of the headline figures against an earlier run's JSON (``--before``)."""
+    old = r.get("before")
+    if not old:
+        return []
+    DIR, STORE, COPY, REFS = "Directory d[:, :, :]", "BlockfsStore (zarr-python)", "zarr v2 copy (zarr-python)", "refs (zarr-python + fsspec)"
+
+    def figures(x: dict[str, Any]) -> list[str]:
+        f, d = x["full"], x["disk"]
+        return [
+            f"{f[DIR]['median_s'] / f[STORE]['median_s']:.2f}x / {f[DIR]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
+            f"{f[COPY]['median_s'] / f[STORE]['median_s']:.2f}x / {f[COPY]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
+            f"{f[STORE]['median_cpu_s']:.2f}",
+            f"{f[DIR]['median_s'] / f[REFS]['median_s']:.2f}x",
+            f"{x['chunks'][STORE]['chunks_s']:.0f}",
+            f"{100 * x['refs']['side_bytes'] / d['blockfs']:.2f}%",
+            f"{x['refs_s']:.2f}",
+        ]
+
+    head = ["run", "Store vs Directory (median / CPU)", "Store vs zarr v2 copy (median / CPU)", "Store median CPU s",
+            "refs vs Directory", "Store random chunks/s", "side file / stored", "refs write s"]
+    return [
+        "## Before / after (earlier run's JSON vs this run; different runs, machine load differs)",
+        "",
+        markdown_table(head, [["before", *figures(old)], ["after", *figures(r)]]),
+        "",
+    ]
 
 
 def write_report(r: dict[str, Any], out: str) -> None:
@@ -475,10 +551,17 @@ def write_report(r: dict[str, Any], out: str) -> None:
         (f"The blockfs volume itself: {disk['blockfs'] / MIB:.0f} MiB. References: {refs['chunks']} interior chunk "
         f"references ({refs['json_bytes'] / refs['chunks'] if refs['chunks'] else 0:.0f} bytes of JSON each, "
         f"{refs['json_bytes'] / MIB:.2f} MiB), {refs['edge_chunks']} padded edge chunks in the side file "
-        f"({refs['side_bytes'] / MIB:.2f} MiB). Side file + JSON = "
+        f"({refs['side_bytes'] / MIB:.2f} MiB, the volume's own codec). Side file + JSON = "
         f"**{100 * (refs['side_bytes'] + refs['json_bytes']) / disk['blockfs']:.2f}%** of the volume's stored bytes "
-        f"(side file alone {100 * refs['side_bytes'] / disk['blockfs']:.2f}%; target < 2%)."),
+        f"(side file alone {100 * refs['side_bytes'] / disk['blockfs']:.2f}%; target < 2%). "
+        + (f"The edge blocks themselves hold {refs.get('edge_stored_bytes', 0) / MIB:.2f} MiB "
+           f"({100 * refs.get('edge_stored_bytes', 0) / disk['blockfs']:.2f}% of the stored bytes): the side file is "
+           f"**{refs['side_bytes'] / refs['edge_stored_bytes']:.3f}x** the edge blocks' own bytes, so padding adds "
+           f"{100 * (refs['side_bytes'] - refs['edge_stored_bytes']) / disk['blockfs']:.2f}% of the volume; the edge "
+           "blocks' share is the floor without a format change (zarr needs every chunk at full shape)."
+           if refs.get("edge_stored_bytes") else "")),
         "",
+        *before_after(r),
         "```json",
         json.dumps(r.get("machine", {}), indent=1),
         "```",
