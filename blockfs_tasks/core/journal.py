@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from .atomic import fsync_folder, pwrite_all, temporary_name
+from .errors import VolumeBusyError
 from .fragment import Fragment, read_fragment
 from .naming import block_file_number, journal_name, journal_number, legacy_journal_name, volume_files
 from .spec import VolumeSpec
@@ -156,3 +157,22 @@ def torn_block_files(directory_path: str, old_names: set[str], entries: np.ndarr
         if size > ends.get(number, 0):
             torn.append(f"{path}: {size - ends.get(number, 0)} uncommitted bytes at the end")
     return torn
+
+
+def refuse_if_being_written(directory_path: str, nothing_done: str) -> None:
+    """Raise :class:`VolumeBusyError` while a writing session is open or its journals are unmerged.
+
+    Tools that copy, move or rewrite a volume's directory would otherwise miss
+    the blocks committed only in journals. ``nothing_done`` ends the message
+    ("Nothing was copied").
+    """
+    from .session import read_session  # session imports naming only; imported here to keep journal light
+
+    pending, holder = journal_files(directory_path), read_session(directory_path)
+    if pending or holder is not None:
+        raise VolumeBusyError(
+            f"{directory_path}: the volume is being written"
+            + (f" by {holder.describe()}" if holder is not None else "")
+            + (f"; blocks not yet merged in {', '.join(pending)}" if pending else "")
+            + f"; after writing ends, Directory.open({directory_path!r}, 'r+').close() merges them. {nothing_done}"
+        )

@@ -41,13 +41,11 @@ from .errors import (
     ConfigurationError,
     FormatError,
     MissingFileError,
-    VolumeBusyError,
     VolumeExistsError,
 )
 from .format import VERSION_1, DirectoryContents, read_directory, rewrite_metadata
-from .journal import journal_files
+from .journal import refuse_if_being_written
 from .naming import resolve_block_path
-from .session import read_session
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +79,7 @@ def copy_volume(src: str, dest_folder: str, move: bool = False) -> str:
         _check_complete(dest)
         logger.warning("%s is gone and %s is a complete volume: the move is already done", src, dest)
         return dest
-    pending, holder = journal_files(src), read_session(src)
-    if pending or holder is not None:
-        raise VolumeBusyError(
-            f"{src}: the volume is being written"
-            + (f" by {holder.describe()}" if holder is not None else "")
-            + (f"; blocks not yet merged in {', '.join(pending)}" if pending else "")
-            + f"; after writing ends, Directory.open({src!r}, 'r+').close() merges them. Nothing was copied"
-        )
+    refuse_if_being_written(src, "Nothing was copied")
     contents = read_directory(src)
     sources = [resolve_block_path(src, n) for n in contents.block_files]
     targets = [os.path.join(dest_folder, os.path.basename(p)) for p in sources]

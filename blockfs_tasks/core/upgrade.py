@@ -30,10 +30,10 @@ from .errors import (
     FormatError,
     MissingFileError,
     TruncatedFileError,
-    VolumeBusyError,
     VolumeExistsError,
 )
-from .naming import journal_name, resolve_block_path
+from .journal import refuse_if_being_written
+from .naming import resolve_block_path
 from .parallel import bounded_map
 from .report import BadBlock
 
@@ -172,15 +172,11 @@ def upgrade_volume(
     written unless ``drop_bad``, which leaves those blocks out (they then
     read as zeros); the report lists them either way. ``started`` gets the
     number of blocks to check, ``progress`` the number checked since its last
-    call. Blocks of a writing session not yet closed (a journal) are refused.
+    call. A volume with an open writing session or unmerged journals is refused.
     """
     src = os.path.abspath(src)
     dest = os.path.abspath(dest) if dest is not None else src
-    if os.path.exists(journal_name(src)):
-        raise VolumeBusyError(
-            f"{journal_name(src)}: the volume has blocks not yet merged into its directory; close its "
-            f"writer (or Directory.open({src!r}, 'r+').close()) first. Nothing was written"
-        )
+    refuse_if_being_written(src, "Nothing was written")
     contents = fmt.read_directory(src)
     report = UpgradeReport(src, dest, contents.version)
     if contents.version == fmt.VERSION and dest == src:

@@ -145,3 +145,19 @@ def test_an_upgrade_killed_at_its_rename_leaves_the_old_volume_and_a_rerun_finis
     assert upgrade_main([str(path), "--silent"]) == 0  # the rerun sweeps the dead temporary and finishes
     assert Directory.open(path).version == "2.1.0"
     assert sorted(os.listdir(tmp_path / "v")) == sorted(os.listdir(V1_DATA / "v1_uint8_lz4_sparse"))
+
+
+def test_upgrade_refuses_a_volume_being_written(tmp_path: Path) -> None:
+    """Blocks committed only in a writer's own journal are not left behind by an upgrade."""
+    from blockfs_tasks.core.upgrade import upgrade_volume
+
+    path = tmp_path / "v.blockfs"
+    d = Directory(64, 64, 64, np.uint8, path, 32, 32, 32)
+    d.create()
+    d.write_block(np.full((32, 32, 32), 7, np.uint8), 0, 0, 0)
+    before = path.read_bytes()
+    with pytest.raises(VolumeBusyError, match="being written by this process"):
+        upgrade_volume(str(path), str(tmp_path / "new" / "v.blockfs"))
+    assert path.read_bytes() == before and not (tmp_path / "new" / "v.blockfs").exists()
+    d.close()
+    assert Directory.open(path).read_block(0, 0, 0)[0, 0, 0] == 7
