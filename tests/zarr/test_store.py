@@ -201,7 +201,7 @@ def test_importing_the_zarr_view_pulls_in_neither_luigi_nor_zarr() -> None:
 
 
 def test_edge_chunks_are_padded_into_memcpyed_frames(volume: Volume) -> None:
-    """On the fly an edge chunk costs one decode and no encode: a clevel-0 (memcpyed) Blosc frame, exact when decoded."""
+    """On the fly an edge chunk costs one decode and no encode: a clevel-0 (memcpyed) Blosc frame, exact decoded."""
     from numcodecs import Blosc
 
     view = ZarrView(volume.path)
