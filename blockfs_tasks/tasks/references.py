@@ -62,10 +62,13 @@ class ExportReferences(luigi.Task):
     out_json = luigi.PathParameter(description="The references JSON to write; the edge side file goes beside it.")
     url_prefix = luigi.OptionalParameter(
         default=None,
-        description="What the JSON's folder is called for readers (e.g. s3://bucket/path/); unset = relative paths.",
+        description="What the JSON's folder is called for readers (e.g. s3://bucket/path/); unset = absolute file:// URLs.",
     )
     inline_edges = luigi.BoolParameter(
         default=False, description="Put padded edge chunks in the JSON, not a side file."
+    )
+    relative = luigi.BoolParameter(
+        default=False, description="Paths relative to the JSON's folder (readers then open it from that folder)."
     )
 
     def requires(self) -> luigi.Task | None:
@@ -84,7 +87,9 @@ class ExportReferences(luigi.Task):
         task = running(self)
         task.set_progress_percentage(0)
         task.set_status_message(f"references of {self.volume}")
-        summary = write_references(self.volume, self.output().path, self.url_prefix, self.inline_edges)
+        summary = write_references(
+            self.volume, self.output().path, self.url_prefix, self.inline_edges, relative=self.relative
+        )
         task.set_status_message(
             f"{summary.chunks} chunks referenced, {summary.edge_chunks} padded edge chunks "
             f"({summary.json_bytes + summary.side_bytes} bytes beside {summary.stored_bytes} stored)"
