@@ -62,7 +62,7 @@ class ExportReferences(luigi.Task):
     out_json = luigi.PathParameter(description="The references JSON to write; the edge side file goes beside it.")
     url_prefix = luigi.OptionalParameter(
         default=None,
-        description="What the JSON's folder is called for readers (e.g. s3://bucket/path/); unset = absolute file:// URLs.",
+        description="What the JSON's folder is called for readers (s3://bucket/path/); unset = absolute file:// URLs.",
     )
     inline_edges = luigi.BoolParameter(
         default=False, description="Put padded edge chunks in the JSON, not a side file."
