@@ -16,8 +16,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .core.errors import BlockfsError
+
+if TYPE_CHECKING:  # imported where used: a console script starts without them
+    from tqdm import tqdm
+
+    from .serve.server import CorsServer
 
 logger = logging.getLogger("blockfs_tasks")
 
@@ -81,7 +87,7 @@ def _entry(
     return wrap
 
 
-def _progress(total: int, silent: bool, unit: str):  # type: ignore[no-untyped-def]
+def _progress(total: int | None, silent: bool, unit: str) -> tqdm:
     """A tqdm bar (or a silent stand-in with the same ``update``/``close``)."""
     from tqdm import tqdm
 
@@ -165,7 +171,8 @@ def info_main(args: argparse.Namespace) -> int:
 def _verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs-verify",
-        description="Recompute every checksum of a volume (header, metadata, index pages, blocks) and decode every block.",
+        description="Recompute every checksum of a volume (header, metadata, index pages, blocks) "
+        "and decode every block.",
     )
     p.add_argument("blockfs_file", help="The directory file of the volume.")
     p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
@@ -257,7 +264,8 @@ def _hdf5_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="Byte-shuffle before compressing (HDF5 shuffle filter).")
     p.add_argument("--z0", type=int, default=0, help="First plane, inclusive, on a block row (default: 0).")
     p.add_argument("--z1", type=int, default=None, help="Last plane, exclusive, on a block row (default: the end).")
-    p.add_argument("--n-threads", type=positive_int, default=None, help="Compressing threads per process (default: cores / ranks).")
+    p.add_argument("--n-threads", type=positive_int, default=None,
+                   help="Compressing threads per process (default: cores / ranks).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     p.add_argument(
         "--progress-lines", action="store_true",
@@ -282,7 +290,7 @@ def hdf5_main(args: argparse.Namespace) -> int:
             total = len(present_blocks(d, *check_plane_range(d, args.z0, args.z1)))
         except (BlockfsError, OSError):
             total = None
-    bar = _progress(total, args.silent or rank != 0, "chunk")  # type: ignore[arg-type]
+    bar = _progress(total, args.silent or rank != 0, "chunk")
     progress = _bar_callback(bar)
     if args.progress_lines and rank == 0:
         progress = _with_progress_lines(progress)
@@ -342,7 +350,7 @@ def _xyz_ints(text: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected three positive integers X,Y,Z, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -364,7 +372,8 @@ def _pyramid_parser() -> argparse.ArgumentParser:
                    help="image: mean of each window; segmentation: most frequent label (default: image).")
     p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.0, 1.0, 1.0),
                    help="Voxel size of level 0 in nm, x y z (default: 1 1 1); drives anisotropic steps.")
-    p.add_argument("--max-levels", type=positive_int, default=None, help="Most levels, level 0 included (default: until one block).")
+    p.add_argument("--max-levels", type=positive_int, default=None,
+                   help="Most levels, level 0 included (default: until one block).")
     p.add_argument("--factors", type=_xyz_ints, action="append", default=None, metavar="X,Y,Z",
                    help="Step of each level after level 0 (repeat per level); overrides the automatic choice.")
     p.add_argument("--level0", dest="level0_placement", choices=("link", "copy", "reference"), default="link",
@@ -411,7 +420,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("volume", nargs="?", default=None, help="A .blockfs directory file (one level) or a pyramid folder.")
     p.add_argument("--static", metavar="DIR", default=None,
                    help="Serve this static precomputed tree instead: CORS, HTTP Range (sharded trees), "
-                   "<chunk> answered from <chunk>.gz with Content-Encoding: gzip (--gzip trees), 404 for missing chunks.")
+                   "<chunk> answered from <chunk>.gz with Content-Encoding: gzip (--gzip trees), "
+                   "404 for missing chunks.")
     p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: 127.0.0.1, this machine only).")
     p.add_argument("--port", type=port_number, default=8000, help="Port, 0-65535 (default: 8000; 0 picks a free one).")
     _add_source_options(p)
@@ -431,6 +441,7 @@ def serve_main(args: argparse.Namespace) -> int:
     base = args.neuroglancer or link.NEUROGLANCER
     if (args.volume is None) == (args.static is None):
         raise ConfigurationError("give either a volume (.blockfs file or pyramid folder) or --static DIR")
+    server: CorsServer
     if args.static is not None:
         from .serve.static_server import make_static_server
 
@@ -440,7 +451,6 @@ def serve_main(args: argparse.Namespace) -> int:
     else:
         from .serve import open_precomputed
         from .serve.server import make_server
-
         from .zarr.view import ZarrView
 
         source = open_precomputed(args.volume, args.type, args.resolution)
@@ -462,7 +472,8 @@ def serve_main(args: argparse.Namespace) -> int:
 def _precomputed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs-precomputed",
-        description="Export a blockfs volume or pyramid as a static Neuroglancer precomputed tree (info + chunk files).",
+        description="Export a blockfs volume or pyramid as a static Neuroglancer precomputed tree "
+        "(info + chunk files).",
         epilog="Serve the tree with 'blockfs-serve --static OUT_FOLDER': Neuroglancer needs CORS on every "
         "response, --sharded trees need HTTP Range, and --gzip trees need <chunk> answered from <chunk>.gz with "
         "Content-Encoding: gzip, which plain file servers (python -m http.server) do not give.",
@@ -486,7 +497,9 @@ def precomputed_main(args: argparse.Namespace) -> int:
     source = open_precomputed(args.volume, args.type, args.resolution)
     bar = _progress(count_chunks(source), args.silent, "chunk")
     try:
-        write_static_precomputed(source, args.out_folder, args.gzip, args.sharded, n_threads=args.n_workers, progress=bar.update)
+        write_static_precomputed(
+            source, args.out_folder, args.gzip, args.sharded, n_threads=args.n_workers, progress=bar.update
+        )
     finally:
         bar.close()
     print(args.out_folder)
@@ -545,7 +558,7 @@ def _tif_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _bar_callback(bar, per_unit: int = 1) -> Callable[[int, int], None]:  # type: ignore[no-untyped-def]
+def _bar_callback(bar: tqdm, per_unit: int = 1) -> Callable[[int, int], None]:
     """An exporter's ``progress(done, total)`` shown on ``bar`` in units of ``per_unit`` (e.g. rows per plane)."""
 
     def update(done: int, total: int) -> None:
@@ -632,13 +645,16 @@ def _refs_parser() -> argparse.ArgumentParser:
                    "fastparquet to write and read; zarr v2 only).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--relative", action="store_true",
-                       help="Paths relative to the references' folder: open from that folder (default: absolute file:// URLs).")
+                       help="Paths relative to the references' folder: open from that folder "
+                       "(default: absolute file:// URLs).")
     where.add_argument("--url-prefix", default=None, metavar="PREFIX",
                        help="What the references' folder is called for readers, e.g. s3://bucket/path/.")
-    p.add_argument("--inline-edges", action="store_true", help="Put padded edge chunks into the JSON (base64), no side file.")
+    p.add_argument("--inline-edges", action="store_true",
+                   help="Put padded edge chunks into the JSON (base64), no side file.")
     p.add_argument("--zarr-format", type=int, choices=(2, 3), default=2, help="2: NGFF 0.4 (default); 3: NGFF 0.5.")
     p.add_argument("--resolution", nargs=3, type=float, metavar=("X", "Y", "Z"), default=None,
-                   help="Voxel size of the finest level in nm, x y z (default: the pyramid's or the volume's metadata).")
+                   help="Voxel size of the finest level in nm, x y z "
+                   "(default: the pyramid's or the volume's metadata).")
     return p
 
 

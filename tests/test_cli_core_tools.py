@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from v1_writer import write_v1_volume
 
 from blockfs_tasks.cli import cp_main, info_main, mv_main, rebase_main, verify_main
 from blockfs_tasks.core import BlockfsError, Directory
-from v1_writer import write_v1_volume
 
 
 def _block(seed: int, shape: tuple[int, int, int], dtype: str = "uint16") -> np.ndarray:
@@ -117,7 +117,9 @@ def test_cp(tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
-def test_cp_refuses_to_overwrite_another_volume(tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cp_refuses_to_overwrite_another_volume(
+    tmp_path: Path, version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     src, data = MAKERS[version](tmp_path / "a")
     other, other_data = MAKERS[version](tmp_path / "other")
     other_data = Directory.open(other)[:]
@@ -322,7 +324,7 @@ def test_verify_names_each_bad_block(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     bad_lines = [line for line in out.splitlines() if line.startswith("BAD")]
     assert len(bad_lines) == 3
-    for (x, y, z), line in zip(bad, bad_lines):
+    for (x, y, z), line in zip(bad, bad_lines, strict=True):
         assert f"({x}, {y}, {z})" in line and "checksum" in line
     assert f"{len(d) - 3} blocks good, 3 bad" in out
 
@@ -383,7 +385,9 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
 
 # ------------------------------------------------------- argument validation
 @pytest.mark.parametrize("size", ["0", "-5", "x"])
-def test_rebase_refuses_a_bad_block_size_and_changes_nothing(tmp_path: Path, size: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rebase_refuses_a_bad_block_size_and_changes_nothing(
+    tmp_path: Path, size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 9 item 1: --block-size 0 used to publish a header-only directory (every block lost) and exit 0."""
     src, data = make_v2(tmp_path / "a")
     before = src.read_bytes()

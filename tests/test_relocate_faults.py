@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli_core_tools import make_v1, make_v2, volume_files
 
 from blockfs_tasks.cli import cp_main, mv_main, rebase_main
 from blockfs_tasks.core import BlockfsError, Directory
-from test_cli_core_tools import make_v1, make_v2, volume_files
 
 STRACE = shutil.which("strace") or "/usr/bin/strace"
-pytestmark = pytest.mark.skipif(not os.access(STRACE, os.X_OK), reason="strace is not installed (apt-get install strace)")
+pytestmark = pytest.mark.skipif(
+    not os.access(STRACE, os.X_OK), reason="strace is not installed (apt-get install strace)"
+)
 
 SYSCALLS = ("rename", "link", "unlink", "fsync", "write", "mkdir", "sendfile")
 MAKERS: dict[str, Callable[[Path], tuple[Path, np.ndarray]]] = {"v2": make_v2, "v1": make_v1}
@@ -99,7 +101,7 @@ def sweep_relocation(tmp_path: Path, tool: str, version: str) -> Sweep:
                 sweep.failures.append(f"{what}: neither source nor destination is a complete volume")
             try:
                 rerun = MAINS[tool](args)
-            except Exception as e:  # noqa: BLE001 (count it, keep sweeping)
+            except Exception as e:  # any error: count it, keep sweeping
                 rerun = repr(e)
             if rerun != 0:
                 sweep.failures.append(f"{what}: the rerun returned {rerun}")
@@ -110,7 +112,8 @@ def sweep_relocation(tmp_path: Path, tool: str, version: str) -> Sweep:
             if tool == "cp" and not reads_exactly(src, data):
                 sweep.failures.append(f"{what}: after the rerun the source no longer reads back")
             if temporaries(case / "a", case / "b"):
-                sweep.failures.append(f"{what}: temporaries left after the rerun: {temporaries(case / 'a', case / 'b')}")
+                left = temporaries(case / "a", case / "b")
+                sweep.failures.append(f"{what}: temporaries left after the rerun: {left}")
             shutil.rmtree(case)
     return sweep
 
