@@ -18,7 +18,15 @@ from .refs import RefsSummary, write_references
 from .route import zarr_http_response, zarr_route_key
 from .view import ZarrView
 
-__all__ = ["BlockfsStore", "RefsSummary", "ZarrView", "to_dask", "write_references", "zarr_http_response", "zarr_route_key"]
+__all__ = [
+    "BlockfsStore",
+    "RefsSummary",
+    "ZarrView",
+    "to_dask",
+    "write_references",
+    "zarr_http_response",
+    "zarr_route_key",
+]
 
 
 def __getattr__(name: str) -> Any:

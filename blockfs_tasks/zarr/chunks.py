@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.blockfile import BlockFileReader
 from ..core.codec import BlockCodec, checksum
 from ..core.directory import Directory
 from ..core.errors import (
     ChecksumError,
     ConfigurationError,
     FormatError,
-    MissingFileError,
     TruncatedFileError,
 )
 
@@ -69,7 +68,8 @@ class LevelChunks:
 
     Opening costs what :meth:`Directory.open` costs (a large index is
     memory-mapped); a lookup is one index entry, never a scan. Thread-safe:
-    frames are read with ``pread`` on descriptors opened once.
+    frames are read with ``pread`` on descriptors opened once (by a
+    :class:`~blockfs_tasks.core.blockfile.BlockFileReader` of its own).
     """
 
     def __init__(self, directory: Directory, verify_checksums: bool = True) -> None:
@@ -84,9 +84,9 @@ class LevelChunks:
         # Format 1.0.0 indexes carry no checksums; later versions do.
         self.verify = verify_checksums and not str(directory.version).startswith("1.")
         # The first chunk number along each axis whose block is truncated (grid size if none).
-        self._first_edge = tuple(s // c for s, c in zip(self.shape, self.chunk_shape))
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self._first_edge = tuple(s // c for s, c in zip(self.shape, self.chunk_shape, strict=True))
+        # Only its descriptors are used (frames are checked here against the frame's CRC, not decoded).
+        self._reader = BlockFileReader(self.paths, self.verify)
 
     def locate(self, chunk: ZYX) -> Frame | None:
         """The stored frame of a chunk, or None for a block never written (zarr's fill value)."""
@@ -98,33 +98,23 @@ class LevelChunks:
         file = int(entry["file"])
         if file == 0:
             return None
-        edge = any(i >= f for i, f in zip(chunk, self._first_edge))
+        edge = any(i >= f for i, f in zip(chunk, self._first_edge, strict=True))
         return Frame(file - 1, int(entry["offset"]), int(entry["size"]), int(entry["crc32c"]), edge)
 
     def stored_shape(self, chunk: ZYX) -> ZYX:
         """Shape (z, y, x) of the stored block of a chunk (truncated at the volume's edges)."""
-        return tuple(min(c, s - i * c) for i, c, s in zip(chunk, self.chunk_shape, self.shape))  # type: ignore[return-value]
-
-    def _fd(self, i: int) -> int:
-        fd = self._fds.get(i)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(i)
-                if fd is None:
-                    try:
-                        fd = os.open(self.paths[i], os.O_RDONLY)
-                    except FileNotFoundError as e:
-                        raise MissingFileError(f"{self.paths[i]}: block file is missing") from e
-                    self._fds[i] = fd
-        return fd
+        iz, iy, ix = chunk
+        (cz, cy, cx), (sz, sy, sx) = self.chunk_shape, self.shape
+        return min(cz, sz - iz * cz), min(cy, sy - iy * cy), min(cx, sx - ix * cx)
 
     def read_frame(self, frame: Frame) -> bytes:
         """The stored bytes of a frame, checked against the index's CRC-32C when the format has one."""
-        data = os.pread(self._fd(frame.file), frame.size, frame.offset)
+        data = os.pread(self._reader.fd(frame.file), frame.size, frame.offset)
         path = self.paths[frame.file]
         if len(data) != frame.size:
             raise TruncatedFileError(
-                f"{path}: block file is truncated: a frame needs bytes {frame.offset}..{frame.offset + frame.size}, "
+                f"{path}: block file is truncated: a frame needs bytes "
+                f"{frame.offset}..{frame.offset + frame.size}, "
                 f"the file ends at {frame.offset + len(data)}"
             )
         if self.verify and checksum(data) != frame.crc32c:
@@ -143,14 +133,11 @@ class LevelChunks:
             positions = np.flatnonzero(np.asarray(self.index["file"][start : start + LIST_SLICE])) + start
             iz, rest = np.divmod(positions, gy * gx)
             iy, ix = np.divmod(rest, gx)
-            yield from zip(iz.tolist(), iy.tolist(), ix.tolist())
+            yield from zip(iz.tolist(), iy.tolist(), ix.tolist(), strict=True)
 
     def close(self) -> None:
         """Close the block files' descriptors."""
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        self._reader.close()
 
 
 def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -> bytes:
@@ -182,7 +169,9 @@ def memcpy_header(chunks: LevelChunks) -> bytes:
     frame = BlockCodec("lz4", 0, chunks.directory.spec.codec.shuffle).encode(zeros)
     flags = frame[2]
     if len(frame) != zeros.nbytes + 16 or not flags & 0x2:
-        raise FormatError(f"c-blosc wrote a {len(frame)}-byte clevel-0 frame for {zeros.nbytes} bytes, not a memcpyed one")
+        raise FormatError(
+            f"c-blosc wrote a {len(frame)}-byte clevel-0 frame for {zeros.nbytes} bytes, not a memcpyed one"
+        )
     return bytes(frame[:16])
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-
 from ..core.dask_array import dask_array
 from ..core.directory import Directory
 from ..pyramid.layout import Pyramid, is_pyramid

@@ -130,7 +130,9 @@ def zarr_json_v3(info: ArrayInfo) -> dict[str, Any]:
     }
 
 
-def group_documents(infos: Sequence[ArrayInfo], name: str, mode: str, zarr_format: int = 2) -> dict[str, dict[str, Any]]:
+def group_documents(
+    infos: Sequence[ArrayInfo], name: str, mode: str, zarr_format: int = 2
+) -> dict[str, dict[str, Any]]:
     """Every metadata document of the group, ``{store key: JSON dict}``.
 
     zarr v2: ``.zgroup``, ``.zattrs`` (NGFF 0.4), ``<k>/.zarray`` and a

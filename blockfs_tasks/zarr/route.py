@@ -37,8 +37,8 @@ def zarr_route_key(url_path: str) -> str | None:
 def zarr_http_response(source: ZarrView | Any, key: str) -> Response:
     """The response to ``GET /zarr/<key>``: 200 with the bytes, or 404 for an absent key.
 
-    ``source`` is a :class:`ZarrView` or a ``BlockfsStore``; ``key`` is the URL path after ``/zarr/`` (percent-escapes are decoded; a
-    query string must be removed by the caller).
+    ``source`` is a :class:`ZarrView` or a ``BlockfsStore``; ``key`` is the URL path after ``/zarr/``
+    (percent-escapes are decoded; a query string must be removed by the caller).
     """
     view: ZarrView = source if isinstance(source, ZarrView) else source.view  # a BlockfsStore
     key = unquote(key).lstrip("/")

@@ -69,7 +69,8 @@ class BlockfsStore(Store):
         verify_checksums: bool = True,
     ) -> None:
         super().__init__(read_only=True)
-        self._args = (os.fspath(path), zarr_format, None if resolution_nm_xyz is None else tuple(resolution_nm_xyz), verify_checksums)
+        resolution = None if resolution_nm_xyz is None else tuple(resolution_nm_xyz)
+        self._args = (os.fspath(path), zarr_format, resolution, verify_checksums)
         self.view = ZarrView(*self._args)
 
     @property

@@ -87,12 +87,18 @@ class ZarrView:
         mode = "none"
         if os.path.isdir(self.path):
             if not is_pyramid(self.path):
-                raise ConfigurationError(f"{self.path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder")
+                raise ConfigurationError(
+                    f"{self.path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder"
+                )
             pyramid = Pyramid.from_info(self.path)
             mode = pyramid.mode
             for i, level in enumerate(pyramid.levels):
                 directories.append(pyramid.open(i))
-                level_nm = level.resolution_nm_xyz if override is None else tuple(r * f for r, f in zip(override, level.factors_xyz))
+                level_nm: Sequence[float]
+                if override is None:
+                    level_nm = level.resolution_nm_xyz
+                else:
+                    level_nm = tuple(r * f for r, f in zip(override, level.factors_xyz, strict=True))
                 scales.append(_um_zyx(level_nm))
         else:
             d = Directory.open(self.path)
@@ -102,7 +108,7 @@ class ZarrView:
         self.levels = [LevelChunks(d, verify_checksums) for d in directories]
         self.infos = [
             ArrayInfo(str(k), c.shape, c.chunk_shape, c.dtype, c.directory.spec.codec, s)
-            for k, (c, s) in enumerate(zip(self.levels, scales))
+            for k, (c, s) in enumerate(zip(self.levels, scales, strict=True))
         ]
         docs = group_documents(self.infos, volume_name(self.path), mode, self.zarr_format)
         self.documents = {k: json.dumps(v, indent=1).encode("utf-8") for k, v in docs.items()}

@@ -1,4 +1,9 @@
-"""Real clients over the Store and over the ``/zarr/`` HTTP route: dask, zarr-python, tensorstore, ome-zarr, napari-ome-zarr."""
+"""Real clients over the Store and over the ``/zarr/`` HTTP route.
+
+The clients: dask, zarr-python, tensorstore, ome-zarr, napari-ome-zarr.
+"""
+
+# ruff: noqa: E402  # imports after pytest.importorskip: without zarr the module is skipped, not a collection error
 
 from __future__ import annotations
 
@@ -100,7 +105,7 @@ def test_ome_zarr_reader_levels_and_scales(pyramid: PyramidSample, serve) -> Non
     image = nodes[0]
     assert image.load(Multiscales) is not None
     assert len(image.data) == len(pyramid.levels)
-    for level, want in zip(image.data, pyramid.levels):
+    for level, want in zip(image.data, pyramid.levels, strict=True):
         assert np.array_equal(np.asarray(level), want)
     transforms = image.metadata["coordinateTransformations"]
     x, y, z = RESOLUTION_NM_XYZ
@@ -138,7 +143,8 @@ viewer.dims.set_point(0, layer.data[0].shape[0] // 2 * layer.scale[0])
 viewer.reset_view()
 if shot:
     viewer.screenshot(shot, canvas_only=False)
-print(json.dumps({"multiscale": bool(layer.multiscale), "levels": len(layer.data), "scale": list(map(float, layer.scale))}))
+report = {"multiscale": bool(layer.multiscale), "levels": len(layer.data), "scale": list(map(float, layer.scale))}
+print(json.dumps(report))
 viewer.close()
 """
 
@@ -159,11 +165,13 @@ def test_napari_viewer_under_xvfb(pyramid: PyramidSample, serve, tmp_path: Path)
     out = tmp_path / "level0.npy"
     shot = os.environ.get("BLOCKFS_NAPARI_SCREENSHOT", "")
     run = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-c", NAPARI_SCRIPT, server.napari_url, str(out), shot],
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"]
+        + [sys.executable, "-c", NAPARI_SCRIPT, server.napari_url, str(out), shot],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["multiscale"] and report["levels"] == len(pyramid.levels)
-    assert report["scale"] == pytest.approx([RESOLUTION_NM_XYZ[2] / 1000, RESOLUTION_NM_XYZ[1] / 1000, RESOLUTION_NM_XYZ[0] / 1000])
+    x_nm, y_nm, z_nm = RESOLUTION_NM_XYZ
+    assert report["scale"] == pytest.approx([z_nm / 1000, y_nm / 1000, x_nm / 1000])
     assert np.array_equal(np.load(out), pyramid.levels[0])

@@ -1,5 +1,7 @@
 """The references file: zarr-python over fsspec's ReferenceFileSystem reads every level exactly."""
 
+# ruff: noqa: E402  # imports after pytest.importorskip: without zarr the module is skipped, not a collection error
+
 from __future__ import annotations
 
 import json
@@ -29,7 +31,9 @@ def open_refs(json_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore
 
 
 @pytest.mark.parametrize("inline", [False, True])
-def test_pyramid_refs_read_every_level(pyramid: PyramidSample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+def test_pyramid_refs_read_every_level(
+    pyramid: PyramidSample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
     out = tmp_path / "refs" / "pyr.json"
     out.parent.mkdir()
     summary = write_references(pyramid.folder, out, inline_edges=inline)
@@ -90,7 +94,9 @@ def test_url_prefix_for_a_copied_folder(volume: Volume, tmp_path: Path) -> None:
     assert np.array_equal(group["0"][...], volume.expected)
 
 
-def test_cli(volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli(
+    volume: Volume, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli" / "vol.json"
     assert refs_main([str(volume.path), str(out)]) == 0
     assert str(out) in capsys.readouterr().out

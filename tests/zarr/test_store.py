@@ -1,5 +1,7 @@
 """BlockfsStore read by zarr-python 3: exact levels, edges, absent blocks, dtypes, v1 volumes, metadata."""
 
+# ruff: noqa: E402  # imports after pytest.importorskip: without zarr the module is skipped, not a collection error
+
 from __future__ import annotations
 
 import json
@@ -58,7 +60,8 @@ def test_every_dtype(tmp_path: Path, dtype: str) -> None:
 def test_format_1_volumes(case: str) -> None:
     want = np.load(V1 / case / "expected.npy")
     for zarr_format in (2, 3):
-        got = zarr.open_group(BlockfsStore(V1 / case / "precomputed.blockfs", zarr_format=zarr_format), mode="r")["0"][...]
+        store = BlockfsStore(V1 / case / "precomputed.blockfs", zarr_format=zarr_format)
+        got = zarr.open_group(store, mode="r")["0"][...]
         assert np.array_equal(got, want)
 
 
@@ -71,7 +74,7 @@ def test_pyramid_levels_and_scales(pyramid: PyramidSample) -> None:
     assert ms["version"] == "0.4" and [a["name"] for a in ms["axes"]] == ["z", "y", "x"]
     assert all(a["unit"] == "micrometer" for a in ms["axes"])
     scales = [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]]
-    for level, scale in zip(pyramid.pyramid.levels, scales):
+    for level, scale in zip(pyramid.pyramid.levels, scales, strict=True):
         x, y, z = level.resolution_nm_xyz
         assert scale == pytest.approx([z / 1000, y / 1000, x / 1000])
     assert scales[0] == pytest.approx([0.010, 0.004, 0.004]) and scales[1][2] == pytest.approx(0.008)
@@ -95,7 +98,8 @@ def test_frame_headers_agree_with_the_codec_metadata(volume: Volume, which: str)
         assert keys
         meta = json.loads(view.documents["0/.zarray" if zarr_format == 2 else "0/zarr.json"])
         if zarr_format == 2:
-            itemsize, shuffle = np.dtype(meta["dtype"]).itemsize, "shuffle" if meta["compressor"]["shuffle"] == 1 else "noshuffle"
+            itemsize = np.dtype(meta["dtype"]).itemsize
+            shuffle = "shuffle" if meta["compressor"]["shuffle"] == 1 else "noshuffle"
         else:
             blosc = meta["codecs"][-1]["configuration"]
             itemsize, shuffle = blosc["typesize"], blosc["shuffle"]

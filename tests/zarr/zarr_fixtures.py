@@ -28,7 +28,11 @@ ABSENT_XYZ = {(16, 16, 8), (64, 48, 32)}  # an interior and a corner (edge) bloc
 
 
 def write_volume(
-    path: Path, data: np.ndarray, block_xyz: tuple[int, int, int] = BLOCK_XYZ, absent: set[tuple[int, int, int]] = frozenset(), **kw: object
+    path: Path,
+    data: np.ndarray,
+    block_xyz: tuple[int, int, int] = BLOCK_XYZ,
+    absent: set[tuple[int, int, int]] = frozenset(),
+    **kw: object,
 ) -> Directory:
     """A volume holding ``data`` (z, y, x), except the blocks at ``absent`` origins (x, y, z)."""
     z, y, x = data.shape
