@@ -89,7 +89,10 @@ def serve_zarr(path: str) -> None:
 
         def do_GET(self) -> None:
             key = self.path.split("?", 1)[0]
-            status, headers, body = zarr_http_response(view, key[len("/zarr/") :]) if key.startswith("/zarr/") else (404, [("Content-Length", "0")], b"")
+            if key.startswith("/zarr/"):
+                status, headers, body = zarr_http_response(view, key[len("/zarr/") :])
+            else:
+                status, headers, body = 404, [("Content-Length", "0")], b""
             self.send_response(status)
             for k, v in headers:
                 self.send_header(k, v)
@@ -219,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     "shape": list(shape), "data_type": "uint16",
                     "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [b, b, b]}},
                     "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
-                               {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 5, "shuffle": "shuffle", "typesize": 2}}],
+                               {"name": "blosc", "configuration": {
+                                   "cname": "zstd", "clevel": 5, "shuffle": "shuffle", "typesize": 2}}],
                 },
                 "create": True, "delete_existing": True,
             }).result()
@@ -262,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{name}: the full read differs from the volume")
                 del out
                 rounds.setdefault(name, []).append((sw.seconds, load.own_cores * sw.seconds, load.cores))
-                log(f"full read {name}: {sw.seconds:.2f} s, {raw / MIB / sw.seconds:.0f} MiB/s (others {load.cores:.2f} cores)")
+                log(f"full read {name}: {sw.seconds:.2f} s, {raw / MIB / sw.seconds:.0f} MiB/s "
+                    f"(others {load.cores:.2f} cores)")
         full: dict[str, dict[str, float]] = {}
         for name, runs in rounds.items():
             walls = sorted(r[0] for r in runs)
@@ -280,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         picks = [tuple(int(rng.integers(0, n)) for n in grid) for _ in range(args.chunks)]
 
         def region(c: tuple[int, int, int]) -> tuple[slice, slice, slice]:
-            return tuple(slice(i * b, min((i + 1) * b, n)) for i, n in zip(c, shape))  # type: ignore[return-value]
+            (iz, iy, ix), (nz, ny, nx) = c, shape
+            return (
+                slice(iz * b, min((iz + 1) * b, nz)),
+                slice(iy * b, min((iy + 1) * b, ny)),
+                slice(ix * b, min((ix + 1) * b, nx)),
+            )
 
         chunk_readers: dict[str, Callable[[tuple[slice, slice, slice]], np.ndarray]] = {
             "Directory read_block": lambda r: d.read_block(r[2].start, r[1].start, r[0].start),
@@ -313,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, me, "--serve-zarr", path], r"port (\d+)",
                 [f"/zarr/0/{z}/{y}/{x}" for z, y, x in picks]),
             "blockfs-serve precomputed (decode, raw)": (
-                [sys.executable, "-c", "import sys; from blockfs_tasks.cli import serve_main; sys.exit(serve_main(sys.argv[1:]))",
+                [sys.executable, "-c",
+                 "import sys; from blockfs_tasks.cli import serve_main; sys.exit(serve_main(sys.argv[1:]))",
                  path, "--port", "0"], r"127\.0\.0\.1:(\d+)",
                 ["/1_1_1/" + "_".join(f"{s.start}-{s.stop}" for s in reversed(region(c))) for c in picks]),
             "static files: zarr v2 copy (http.server, TCP_NODELAY)": (
@@ -401,8 +412,10 @@ def scaling(out: str, blocks_per_axis: int = 272, present: int = 1000) -> None:
         per_json = summary.json_bytes / max(summary.chunks + summary.edge_chunks, 1)
         text = (
             "\n## Scaling: a 20-million-block volume\n\n"
-            f"{n_blocks:,} block positions (272^3 blocks of 32^3 uint8; index {os.path.getsize(path) / MIB:.0f} MiB, memory-mapped), "
-            f"{len(origins)} blocks written. Opening the Store, the group and the array: {open_sw.seconds * 1000:.0f} ms; "
+            f"{n_blocks:,} block positions (272^3 blocks of 32^3 uint8; "
+            f"index {os.path.getsize(path) / MIB:.0f} MiB, memory-mapped), "
+            f"{len(origins)} blocks written. Opening the Store, the group and the array: "
+            f"{open_sw.seconds * 1000:.0f} ms; "
             f"{len(picks)} chunk reads: {read_sw.seconds / len(picks) * 1000:.1f} ms each (zarr-python included), "
             f"peak memory +{rss:.0f} MiB: a chunk read is one index entry, never a scan. "
             f"`list`: {keys} keys in {list_sw.seconds:.2f} s, one vectorised pass over the index ({LIST_NOTE}).\n\n"
@@ -418,10 +431,14 @@ def scaling(out: str, blocks_per_axis: int = 272, present: int = 1000) -> None:
                 ],
             )
             + "\n\n"
-            f"A fully written volume: the JSON costs {per_json:.0f} bytes per block, ~{per_json * n_blocks / 1e9:.2f} GB for "
-            f"{n_blocks / 1e6:.0f} M blocks, parsed whole at open. A dense parquet record ({RECORD_SIZE:,} present blocks of "
-            f"one block file, frame sizes as in the 1 GiB volume) is {dense / 1024:.0f} KiB, {dense / RECORD_SIZE:.2f} bytes "
-            f"per block: ~{dense / RECORD_SIZE * n_blocks / 1e6:.0f} MB for {n_blocks / 1e6:.0f} M blocks, of which a reader "
+            f"A fully written volume: the JSON costs {per_json:.0f} bytes per block, "
+            f"~{per_json * n_blocks / 1e9:.2f} GB for "
+            f"{n_blocks / 1e6:.0f} M blocks, parsed whole at open. "
+            f"A dense parquet record ({RECORD_SIZE:,} present blocks of "
+            f"one block file, frame sizes as in the 1 GiB volume) is {dense / 1024:.0f} KiB, "
+            f"{dense / RECORD_SIZE:.2f} bytes "
+            f"per block: ~{dense / RECORD_SIZE * n_blocks / 1e6:.0f} MB for {n_blocks / 1e6:.0f} M blocks, "
+            "of which a reader "
             "loads only the records it touches.\n"
         )
         with open(out, "a") as f:
@@ -459,13 +476,16 @@ def before_after(r: dict[str, Any]) -> list[str]:
     old = r.get("before")
     if not old:
         return []
-    DIR, STORE, COPY, REFS = "Directory d[:, :, :]", "BlockfsStore (zarr-python)", "zarr v2 copy (zarr-python)", "refs (zarr-python + fsspec)"
+    DIR, STORE, COPY = "Directory d[:, :, :]", "BlockfsStore (zarr-python)", "zarr v2 copy (zarr-python)"
+    REFS = "refs (zarr-python + fsspec)"
 
     def figures(x: dict[str, Any]) -> list[str]:
         f, d = x["full"], x["disk"]
         return [
-            f"{f[DIR]['median_s'] / f[STORE]['median_s']:.2f}x / {f[DIR]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
-            f"{f[COPY]['median_s'] / f[STORE]['median_s']:.2f}x / {f[COPY]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
+            f"{f[DIR]['median_s'] / f[STORE]['median_s']:.2f}x / "
+            f"{f[DIR]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
+            f"{f[COPY]['median_s'] / f[STORE]['median_s']:.2f}x / "
+            f"{f[COPY]['median_cpu_s'] / f[STORE]['median_cpu_s']:.2f}x",
             f"{f[STORE]['median_cpu_s']:.2f}",
             f"{f[DIR]['median_s'] / f[REFS]['median_s']:.2f}x",
             f"{x['chunks'][STORE]['chunks_s']:.0f}",
@@ -495,7 +515,8 @@ def write_report(r: dict[str, Any], out: str) -> None:
          f"{r['block']}^3 blocks, Blosc zstd-5 + shuffle; "
         + ("extents are not multiples of the block, so every axis has truncated edge blocks "
            f"({refs['edge_chunks']} of {refs['edge_chunks'] + refs['chunks']} chunks; padded on the fly by the Store, "
-           "once into the refs side file)." if refs["edge_chunks"] else "extents are multiples of the block: no edge chunks.")),
+           "once into the refs side file)."
+           if refs["edge_chunks"] else "extents are multiples of the block: no edge chunks.")),
         ("Reads are warm (files just written, in the page cache); full reads run in interleaved rounds "
          "(every reader once per round); "
          "'other cores' is what other processes of the shared 2-core machine used meanwhile. Generated by "
@@ -508,8 +529,10 @@ def write_report(r: dict[str, Any], out: str) -> None:
              "vs zarr v2 copy (median / CPU)", "other cores (best run)"],
             [
                 [name, f"{v['s']:.2f}", f"{v['mib_s']:.0f}", f"{v['median_s']:.2f}", f"{v['median_cpu_s']:.2f}",
-                 f"{full[DIR]['median_s'] / v['median_s']:.2f}x / {full[DIR]['median_cpu_s'] / v['median_cpu_s']:.2f}x",
-                 f"{full[COPY]['median_s'] / v['median_s']:.2f}x / {full[COPY]['median_cpu_s'] / v['median_cpu_s']:.2f}x",
+                 f"{full[DIR]['median_s'] / v['median_s']:.2f}x / "
+                 f"{full[DIR]['median_cpu_s'] / v['median_cpu_s']:.2f}x",
+                 f"{full[COPY]['median_s'] / v['median_s']:.2f}x / "
+                 f"{full[COPY]['median_cpu_s'] / v['median_cpu_s']:.2f}x",
                  f"{v['other_cores']:.2f}"]
                 for name, v in full.items()
             ],
@@ -517,7 +540,8 @@ def write_report(r: dict[str, Any], out: str) -> None:
         "",
         (f"Targets (median wall time of {len(full[STORE]['rounds'])} interleaved rounds; CPU seconds of this process, "
         "which other processes' load disturbs far less): BlockfsStore >= 0.7x Directory: "
-        f"**{full[DIR]['median_s'] / full[STORE]['median_s']:.2f}x** (CPU {full[DIR]['median_cpu_s'] / full[STORE]['median_cpu_s']:.2f}x); "
+        f"**{full[DIR]['median_s'] / full[STORE]['median_s']:.2f}x** "
+        f"(CPU {full[DIR]['median_cpu_s'] / full[STORE]['median_cpu_s']:.2f}x); "
         f">= 1.0x zarr-python on a real zarr copy: **{full[COPY]['median_s'] / full[STORE]['median_s']:.2f}x** "
         f"(CPU {full[COPY]['median_cpu_s'] / full[STORE]['median_cpu_s']:.2f}x)."),
         "",
@@ -533,7 +557,8 @@ def write_report(r: dict[str, Any], out: str) -> None:
         "",
         markdown_table(
             ["server", "chunks/s", "vs precomputed route"],
-            [[name, f"{v:.0f}", f"{v / r['http']['blockfs-serve precomputed (decode, raw)']:.2f}x"] for name, v in r.get("http", {}).items()],
+            [[name, f"{v:.0f}", f"{v / r['http']['blockfs-serve precomputed (decode, raw)']:.2f}x"]
+             for name, v in r.get("http", {}).items()],
         ) if r.get("http") else "(not measured)",
         "",
         "## What a user saves against copying to zarr",
@@ -543,8 +568,10 @@ def write_report(r: dict[str, Any], out: str) -> None:
             [
                 ["BlockfsStore (Python) / HTTP /zarr/", "0 (opens in ms)", "0"],
                 ["blockfs-refs JSON + edge side file", f"{r['refs_s']:.2f} s", f"{disk['refs'] / MIB:.1f} MiB"],
-                ["zarr v2 copy with zarr-python (read blockfs + write)", f"{r['zarr_copy_s']:.1f} s", f"{disk['zarr_copy'] / MIB:.0f} MiB"],
-                ["zarr3 copy with tensorstore (from memory)", f"{r['ts_copy_s']:.1f} s", f"{disk['ts_copy'] / MIB:.0f} MiB"],
+                ["zarr v2 copy with zarr-python (read blockfs + write)", f"{r['zarr_copy_s']:.1f} s",
+                 f"{disk['zarr_copy'] / MIB:.0f} MiB"],
+                ["zarr3 copy with tensorstore (from memory)", f"{r['ts_copy_s']:.1f} s",
+                 f"{disk['ts_copy'] / MIB:.0f} MiB"],
             ],
         ),
         "",
