@@ -147,7 +147,7 @@ def test_an_upgrade_killed_at_its_rename_leaves_the_old_volume_and_a_rerun_finis
     assert sorted(os.listdir(tmp_path / "v")) == sorted(os.listdir(V1_DATA / "v1_uint8_lz4_sparse"))
 
 
-def test_upgrade_refuses_a_volume_being_written(tmp_path: Path) -> None:
+def test_upgrade_refuses_blocks_committed_only_in_a_writers_journal(tmp_path: Path) -> None:
     """Blocks committed only in a writer's own journal are not left behind by an upgrade."""
     from blockfs_tasks.core.upgrade import upgrade_volume
 
