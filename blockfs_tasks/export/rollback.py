@@ -37,10 +37,13 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..core.atomic import fsync_folder, write_all
 from ..core.errors import DestinationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +209,13 @@ class JournaledFile(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
         view = memoryview(buffer).cast("B")
         n = os.preadv(self.fd, [view], self.position)
         self.position += n
         return n
 
-    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+    def write(self, data: Buffer) -> int:
         view = memoryview(data).cast("B")
         self._save(self.position, self.position + len(view))
         write_at(self.fd, view, self.position)
@@ -238,11 +241,12 @@ class JournaledFile(io.RawIOBase):
         for x, y in list(self.saved.missing(a, b)):
             old = os.pread(self.fd, y - x, x)
             record = _RECORD.pack(x, len(old))
+            # journal_fd is None only after commit() or close(), when nothing writes any more
             write_all(self.journal_fd, record + _CRC.pack(zlib.crc32(old, zlib.crc32(record))) + old)  # type: ignore[arg-type]
             self.saved.add(x, y)
             wrote = True
         if wrote:
-            os.fsync(self.journal_fd)  # type: ignore[arg-type]
+            os.fsync(self.journal_fd)  # type: ignore[arg-type]  # (see above)
 
     def _start_journal(self) -> int:
         fd = os.open(journal_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -314,17 +318,20 @@ class RolledBackView(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer)
         a = self.position
-        b = min(a + len(buffer), self.size)
+        b = min(a + len(view), self.size)
         if a >= b:
             return 0
-        out = memoryview(buffer).cast("B")
+        out = view.cast("B")
         out[: b - a] = os.pread(self.file.fileno(), b - a, a).ljust(b - a, b"\0")
-        for offset, length, at in self.records:  # later records never overlap earlier ones
-            x, y = max(a, offset), min(b, offset + length)
-            if x < y:
-                out[x - a : y - a] = os.pread(self.journal.fileno(), y - x, at + x - offset)  # type: ignore[union-attr]
+        journal = self.journal
+        if journal is not None:  # else there are no records
+            for offset, length, at in self.records:  # later records never overlap earlier ones
+                x, y = max(a, offset), min(b, offset + length)
+                if x < y:
+                    out[x - a : y - a] = os.pread(journal.fileno(), y - x, at + x - offset)
         self.position = b
         return b - a
 

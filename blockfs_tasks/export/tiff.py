@@ -329,8 +329,9 @@ class _PlaneGroup:
         for (i, _), encoded in zip(strips, bounded_map(encode_strip, strips, n_threads), strict=True):
             self.queues[i].queue.put(encoded)
         for future in self.futures:  # a writer that failed (disk full...) stops the export
-            if future.done() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            error = future.exception() if future.done() else None
+            if error is not None:
+                raise error
 
     def end(self) -> None:
         """Every strip was sent: the writers finish and publish their files."""

@@ -136,7 +136,7 @@ def test_ctrl_c_under_mpiexec_is_one_line_and_leaves_the_file_as_it_was(tmp_path
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
     try:
-        first = proc.stdout.readline()  # type: ignore[union-attr]
+        first = proc.stdout.readline()  # type: ignore[union-attr]  # stdout/stderr=PIPE
         assert first.startswith("progress "), first
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does to mpiexec
         _, err = proc.communicate(timeout=120)

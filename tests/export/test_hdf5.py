@@ -145,7 +145,10 @@ def test_gzip_chunks_from_zlib_and_from_libdeflate_both_read_back(
 
 def test_sparse_volume_reads_zeros_and_stores_no_chunk_for_absent_blocks(tmp_path: Path) -> None:
     data = volume_data(EXTENT[::-1], "uint16", seed=5)
-    keep = lambda x, y, z: (x // 16 + y // 16 + z // 8) % 3 == 0  # noqa: E731
+
+    def keep(x: int, y: int, z: int) -> bool:
+        return (x // 16 + y // 16 + z // 8) % 3 == 0
+
     src = make_volume(tmp_path / "vol.blockfs", data, keep=keep)
     expected = np.zeros_like(data)
     n_present = 0
@@ -453,7 +456,10 @@ def test_mpiexec_two_ranks_with_an_odd_number_of_blocks(tmp_path: Path, threads:
 
 def test_mpiexec_slabs_of_a_sparse_volume_lzf(tmp_path: Path) -> None:
     data = volume_data(EXTENT[::-1], "float32", seed=9)
-    keep = lambda x, y, z: z == 8 or (x, y, z) == (32, 32, 24)  # noqa: E731  # 9 + 1 blocks
+
+    def keep(x: int, y: int, z: int) -> bool:  # 9 + 1 blocks
+        return z == 8 or (x, y, z) == (32, 32, 24)
+
     src = make_volume(tmp_path / "vol.blockfs", data, keep=keep)
     expected = np.zeros_like(data)
     expected[8:16] = data[8:16]

@@ -138,7 +138,7 @@ def test_bad_psnr_and_bit_depth_are_refused(tmp_path: Path) -> None:
     d = make_volume(tmp_path / "vol.blockfs", camera_data((2, 20, 20)))
     for psnr in (0, -3, float("inf"), "40"):
         with pytest.raises(ConfigurationError, match="psnr"):
-            export_jp2k(d, str(tmp_path / "p_%d.jp2"), psnr=psnr)  # type: ignore[arg-type]
+            export_jp2k(d, str(tmp_path / "p_%d.jp2"), psnr=psnr)  # type: ignore[arg-type]  # bad values on purpose
     for bits in (0, 17):
         with pytest.raises(ConfigurationError, match=r"bit_depth.*\(1, 16\)"):
             export_jp2k(d, str(tmp_path / "p_%d.jp2"), psnr=40, bit_depth=bits)
@@ -180,7 +180,7 @@ def test_a_failure_mid_export_leaves_no_partial_plane(
     real = jp2k._write_jp2
     calls = {"n": 0}
 
-    def failing(glymur, plane, path, psnr=None):  # type: ignore[no-untyped-def]
+    def failing(glymur: Any, plane: np.ndarray, path: str, psnr: float | None = None) -> None:
         calls["n"] += 1
         if calls["n"] == 7:
             real(glymur, plane[: plane.shape[0] // 2], path, psnr)  # a half-written file at the temporary path

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,7 @@ def test_bad_input_is_refused_with_clear_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match=r"range \(0, 9\)"):
             export_tiff(d, str(tmp_path / "p_%d.tif"), level=level)
     with pytest.raises(ConfigurationError, match=r"compression level to be an integer"):
-        export_tiff(d, str(tmp_path / "p_%d.tif"), level=2.5)  # type: ignore[arg-type]
+        export_tiff(d, str(tmp_path / "p_%d.tif"), level=2.5)  # type: ignore[arg-type]  # a wrong type on purpose
     with pytest.raises(ConfigurationError, match="n_threads"):
         export_tiff(d, str(tmp_path / "p_%d.tif"), n_threads=0)
     assert not list(tmp_path.glob("p_*"))
@@ -294,7 +295,7 @@ def test_a_failure_while_reading_blocks_leaves_no_partial_plane(tmp_path: Path) 
             raise RuntimeError("injected read failure")
         return read_block(x, y, z)
 
-    d.read_block = failing  # type: ignore[method-assign]
+    d.read_block = failing  # type: ignore[method-assign,assignment]  # this instance only; the export passes no out=
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected"):
         export_tiff(d, str(out / "p_%03d.tif"), n_threads=2, memory_budget=1_500_000)
@@ -313,7 +314,7 @@ def test_a_failure_while_encoding_strips_leaves_no_partial_plane(
     assert plan.group_planes < 16
     half = 16 * -(-64 // plan.rows_per_strip) // 2 + 1
 
-    def encoder(level: int):  # type: ignore[no-untyped-def]
+    def encoder(level: int) -> Callable[[np.ndarray], bytes]:
         encode = real(level)
 
         def counting(strip: np.ndarray) -> bytes:
@@ -342,7 +343,7 @@ def test_a_failing_plane_writer_stops_the_export_without_hanging(tmp_path: Path)
     def run() -> None:
         try:
             export_tiff(d, str(out / "p_%03d.tif"), n_threads=2, memory_budget=600_000)
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+        except BaseException as e:  # any error: handed to the test thread
             errors.append(e)
 
     worker = threading.Thread(target=run, daemon=True)
@@ -418,7 +419,7 @@ def test_dead_temporaries_of_the_range_are_swept_and_nothing_else(tmp_path: Path
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
-        alive = live.stdout.readline().strip()  # type: ignore[union-attr]
+        alive = live.stdout.readline().strip()  # type: ignore[union-attr]  # stdout/stderr=PIPE
         for path in [*dead, outside, alive, foreign]:
             Path(path).write_bytes(b"x" * 100)
         export_tiff(d, pattern, 0, 7, n_threads=1)

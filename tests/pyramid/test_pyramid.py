@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def write_volume(path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], 
     return Directory.open(str(path))
 
 
-def windows(a: np.ndarray, step_zyx: tuple[int, int, int]):  # type: ignore[no-untyped-def]
+def windows(a: np.ndarray, step_zyx: tuple[int, int, int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """(output index, window values) for every window, edge windows cut short: the reference."""
     out_shape = tuple(-(-n // s) for n, s in zip(a.shape, step_zyx, strict=True))
     for idx in np.ndindex(*out_shape):
