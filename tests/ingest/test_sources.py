@@ -461,7 +461,7 @@ def test_unknown_forms(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"missing\.tif: no such file"):
         open_source(tmp_path / "missing.tif")
     with pytest.raises(SourceError, match="Expected a source string"):
-        open_source(42)  # type: ignore[arg-type]
+        open_source(42)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_read_range_checks(tmp_path: Path) -> None:
@@ -470,7 +470,7 @@ def test_read_range_checks(tmp_path: Path) -> None:
         with pytest.raises(SourceError, match=r"outside the source of shape \(z, y, x\) = \(4, 8, 6\)"):
             src.read(*bad)
     with pytest.raises(SourceError, match="Expected z0 to be an integer"):
-        src.read(0.5, 2, 0, 8)  # type: ignore[arg-type]
+        src.read(0.5, 2, 0, 8)  # type: ignore[arg-type]  # a wrong type on purpose
     assert src.read(2, 2, 0, 8).shape == (0, 8, 6)
     assert issubclass(SourceError, BlockfsError) and issubclass(SourceError, ValueError)
 

@@ -23,7 +23,7 @@ DENSE = 3.0e-4
 
 def _vol(**kwargs: object) -> SyntheticVolume:
     kwargs.setdefault("cell_density", DENSE)
-    return SyntheticVolume(SHAPE, **kwargs)  # type: ignore[arg-type]
+    return SyntheticVolume(SHAPE, **kwargs)  # type: ignore[arg-type]  # any keyword, checked at run time
 
 
 def test_defaults_and_frozen() -> None:
@@ -34,9 +34,9 @@ def test_defaults_and_frozen() -> None:
     assert vol.cell_density == DEFAULT_CELL_DENSITY
     assert round(DEFAULT_CELL_DENSITY * 512 * 1024 * 1024) == 3000
     with pytest.raises(dataclasses.FrozenInstanceError):
-        vol.seed = 1  # type: ignore[misc]
+        vol.seed = 1  # type: ignore[misc]  # frozen: the assignment must fail
     assert vol == SyntheticVolume((4, 8, 8))
-    assert hash(vol) == hash(SyntheticVolume([4, 8, 8]))  # type: ignore[arg-type]
+    assert hash(vol) == hash(SyntheticVolume([4, 8, 8]))  # type: ignore[arg-type]  # a list on purpose
 
 
 def test_no_luigi_import() -> None:
@@ -104,9 +104,9 @@ def test_dtype_shape_and_range(dtype: str) -> None:
 
 
 def test_dtype_accepts_numpy_dtype_objects() -> None:
-    u8 = SyntheticVolume((2, 3, 4), dtype=np.uint8)  # type: ignore[arg-type]
+    u8 = SyntheticVolume((2, 3, 4), dtype=np.uint8)  # type: ignore[arg-type]  # numpy types are accepted too
     f32_dtype: object = np.dtype("float32")
-    f32 = SyntheticVolume((2, 3, 4), dtype=f32_dtype)  # type: ignore[arg-type]
+    f32 = SyntheticVolume((2, 3, 4), dtype=f32_dtype)  # type: ignore[arg-type]  # numpy dtypes are accepted too
     assert u8.dtype == "uint8"
     assert f32.dtype == "float32"
 
@@ -168,7 +168,7 @@ def test_cells_present() -> None:
 )
 def test_bad_shape(shape: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        SyntheticVolume(shape)  # type: ignore[arg-type]
+        SyntheticVolume(shape)  # type: ignore[arg-type]  # bad shapes on purpose
 
 
 @pytest.mark.parametrize("dtype", ["int16", "float64", "uint32", "bogus"])
@@ -196,7 +196,7 @@ def test_bad_dtype(dtype: str) -> None:
 )
 def test_bad_parameters(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        SyntheticVolume((2, 3, 4), **kwargs)  # type: ignore[arg-type]
+        SyntheticVolume((2, 3, 4), **kwargs)  # type: ignore[arg-type]  # bad values on purpose
 
 
 @pytest.mark.parametrize("z0, z1", [(-1, 5), (0, 41), (10, 5), (40, 41)])

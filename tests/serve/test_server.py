@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from blockfs_tasks.serve.precomputed import PrecomputedVolume
 from blockfs_tasks.serve.server import BackgroundServer, accepts_gzip, gzip_compressor
 
 from .conftest import ABSENT_XYZ, Sample
@@ -104,8 +105,8 @@ def test_gzip_compressor(monkeypatch: pytest.MonkeyPatch, isal: bool) -> None:
         assert gzip.decompress(packed) == data and len(packed) < len(data)
 
 
-def test_gzip_off(image_source: object) -> None:
-    with BackgroundServer(image_source, gzip_level=0) as server:  # type: ignore[arg-type]
+def test_gzip_off(image_source: PrecomputedVolume) -> None:
+    with BackgroundServer(image_source, gzip_level=0) as server:
         status, headers, body = request(server, "/1_1_1/0-16_0-16_0-8", headers={"Accept-Encoding": "gzip"})
     assert status == 200 and "content-encoding" not in headers and len(body) == 16 * 16 * 8 * 2
 
@@ -267,9 +268,9 @@ def test_serve_command_prints_the_url_and_serves(image_sample: Sample) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        line = proc.stdout.readline().strip()  # type: ignore[union-attr]  # stdout/stderr=PIPE
         assert line.startswith("precomputed://http://127.0.0.1:"), (
-            line, proc.stderr.read() if proc.poll() is not None else ""  # type: ignore[union-attr]
+            line, proc.stderr.read() if proc.poll() is not None else ""  # type: ignore[union-attr]  # stdout/stderr=PIPE
         )
         url = urlsplit(line.removeprefix("precomputed://"))
         assert url.port and url.port > 0
@@ -282,8 +283,8 @@ def test_serve_command_prints_the_url_and_serves(image_sample: Sample) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE
+        proc.stderr.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE
 
 
 def test_serve_command_fails_cleanly_on_a_missing_volume(tmp_path: object) -> None:
@@ -292,8 +293,8 @@ def test_serve_command_fails_cleanly_on_a_missing_volume(tmp_path: object) -> No
     assert serve_main([str(tmp_path) + "/nope.blockfs", "--port", "0"]) == 1
 
 
-def test_server_stops_with_idle_keep_alive_clients(image_source: object) -> None:
-    server = BackgroundServer(image_source)  # type: ignore[arg-type]
+def test_server_stops_with_idle_keep_alive_clients(image_source: PrecomputedVolume) -> None:
+    server = BackgroundServer(image_source)
     server.__enter__()
     host, port = server.server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -340,12 +341,12 @@ def test_blocks_published_after_start_are_served_without_restart(tmp_path: objec
         assert request(server, "/1_1_1/0-16_0-16_0-16")[2] == data[0:16, 0:16, 0:16].tobytes()
 
 
-def test_neuroglancer_link_range_fits_the_data(image_source: object, image_sample: Sample) -> None:
+def test_neuroglancer_link_range_fits_the_data(image_source: PrecomputedVolume, image_sample: Sample) -> None:
     from urllib.parse import unquote
 
     from blockfs_tasks.serve.link import link_for_volume
 
-    url = link_for_volume(image_source, "precomputed://http://127.0.0.1:1")  # type: ignore[arg-type]
+    url = link_for_volume(image_source, "precomputed://http://127.0.0.1:1")
     assert url.startswith("https://neuroglancer-demo.appspot.com/#!")
     layer = json.loads(unquote(url.split("#!", 1)[1]))["layers"][0]
     assert layer["type"] == "image" and layer["source"] == "precomputed://http://127.0.0.1:1"

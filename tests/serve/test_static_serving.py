@@ -170,9 +170,9 @@ def test_serve_static_command(tmp_path: Path, image_sample: Sample) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code, "--static", str(out), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]  # stdout/stderr=PIPE
         assert url.startswith("precomputed://http://127.0.0.1:"), url
-        link = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        link = proc.stdout.readline().strip()  # type: ignore[union-attr]  # stdout/stderr=PIPE
         state = json.loads(unquote(link.split("#!", 1)[1]))
         assert state["layers"][0]["source"] == url
         low, high = state["layers"][0]["shaderControls"]["normalized"]["range"]
@@ -187,5 +187,5 @@ def test_serve_static_command(tmp_path: Path, image_sample: Sample) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE
+        proc.stderr.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE

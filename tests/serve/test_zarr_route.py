@@ -68,7 +68,7 @@ def test_serve_command_prints_the_zarr_urls(image_sample: Sample) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code, str(image_sample.folder), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = [proc.stdout.readline().strip() for _ in range(3)]  # type: ignore[union-attr]
+        lines = [proc.stdout.readline().strip() for _ in range(3)]  # type: ignore[union-attr]  # stdout/stderr=PIPE
         http_url = lines[0].removeprefix("precomputed://")
         assert lines[2] == f"zarr (OME-Zarr): {http_url}/zarr   napari: {http_url}/blockfs.zarr"
         parts = urlsplit(http_url)
@@ -80,5 +80,5 @@ def test_serve_command_prints_the_zarr_urls(image_sample: Sample) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE
+        proc.stderr.close()  # type: ignore[union-attr]  # stdout/stderr=PIPE

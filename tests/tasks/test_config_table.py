@@ -11,8 +11,8 @@ import luigi
 import pytest
 
 from blockfs_tasks.tasks.config import blockfs, export, ingest
-from blockfs_tasks.tasks.pyramid import pyramid
 from blockfs_tasks.tasks.defaults import read_defaults
+from blockfs_tasks.tasks.pyramid import pyramid
 
 from .conftest import REPO
 

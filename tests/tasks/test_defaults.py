@@ -19,11 +19,15 @@ def run_in(cwd: Path, *args: str, config: Path | None = None) -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if k not in ("LUIGI_CONFIG_PATH", "PYTHONWARNINGS")}
     if config is not None:
         env["LUIGI_CONFIG_PATH"] = str(config)
-    return subprocess.run(luigi_command(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        luigi_command(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_checkout_luigi_cfg_is_the_shipped_defaults():
-    assert (REPO / "luigi.cfg").read_bytes() == DEFAULTS_PATH.read_bytes(), "copy blockfs_tasks/tasks/defaults.cfg to luigi.cfg"
+    assert (REPO / "luigi.cfg").read_bytes() == DEFAULTS_PATH.read_bytes(), (
+        "copy blockfs_tasks/tasks/defaults.cfg to luigi.cfg"
+    )
 
 
 def test_failed_run_from_a_data_folder_exits_non_zero_and_logs_at_info(tmp_path: Path):

@@ -28,7 +28,9 @@ def test_help_of_every_task(name: str):
 
 def test_help_and_help_all_commands(tmp_path):
     for flag in ("--help", "--help-all"):
-        done = subprocess.run(luigi_command("ExportTiff", flag), capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+        done = subprocess.run(
+            luigi_command("ExportTiff", flag), capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False
+        )
         assert done.returncode == 0, done.stderr
         assert "/out/img_%04d.tiff" in done.stdout
     assert "--blockfs-block-size" in done.stdout and "--ingest-target-tasks" in done.stdout

@@ -20,7 +20,9 @@ SOURCE = "synthetic:256x384x384"  # 8 z rows of 32^3 blocks: 8 batches of ~0.2 s
 
 
 def run_args(dest: Path) -> list[str]:
-    return luigi_command("BuildDirectory", "--source", SOURCE, "--dest", str(dest), "--local-scheduler", "--workers", "1")
+    return luigi_command(
+        "BuildDirectory", "--source", SOURCE, "--dest", str(dest), "--local-scheduler", "--workers", "1"
+    )
 
 
 def config(tmp_path: Path) -> Path:

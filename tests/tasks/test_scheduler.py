@@ -36,7 +36,9 @@ def test_two_workers_on_luigid(tmp_path: Path, luigid):
         },
     )
     dest = tmp_path / "v.blockfs"
-    args = luigi_command("BuildDirectory", "--source", SOURCE, "--dest", str(dest), "--workers", "1", "--log-level", "INFO")
+    args = luigi_command(
+        "BuildDirectory", "--source", SOURCE, "--dest", str(dest), "--workers", "1", "--log-level", "INFO"
+    )
 
     running_seen: list[int] = []
     stop = threading.Event()
