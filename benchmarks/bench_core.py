@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (  # noqa: E402
+from common import (
     MIB,
     MemoryReport,
     OtherLoad,
@@ -65,7 +65,7 @@ from common import (  # noqa: E402
     wait_for_quiet,
 )
 
-from blockfs_tasks.core import Directory  # noqa: E402
+from blockfs_tasks.core import Directory
 
 BLOCK = 64
 N_WORKERS = 2
@@ -279,7 +279,7 @@ def random_blocks(shape: Sequence[int], n: int, seed: int) -> list[tuple[int, in
     rng = np.random.default_rng(seed)
     grid = [-(-s // BLOCK) for s in shape]
     picks = np.stack([rng.integers(0, g, n) for g in grid], axis=1) * BLOCK
-    return [tuple(int(v) for v in row) for row in picks]  # type: ignore[misc]
+    return [(int(z), int(y), int(x)) for z, y, x in picks]
 
 
 def measure(

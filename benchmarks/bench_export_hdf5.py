@@ -52,9 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PeakMemory, Stopwatch, build_volume, machine_facts, markdown_table  # noqa: E402
+from common import PeakMemory, Stopwatch, build_volume, machine_facts, markdown_table
 
-from blockfs_tasks.core import Directory  # noqa: E402
+from blockfs_tasks.core import Directory
 
 BLOCK = 64
 RANKS = 2
@@ -175,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             d = Directory(x, y, z, np.uint16, src, x_block_size=BLOCK, y_block_size=BLOCK, z_block_size=BLOCK)
             d.create()
             d.write_blocks(
-                ((data[bz : bz + BLOCK, by : by + BLOCK, bx : bx + BLOCK], bx, by, bz) for bx, by, bz in d.grid.origins()),
+                (
+                    (data[bz : bz + BLOCK, by : by + BLOCK, bx : bx + BLOCK], bx, by, bz)
+                    for bx, by, bz in d.grid.origins()
+                ),
                 os.cpu_count(),
             )
             d.close()
@@ -194,16 +197,20 @@ def main(argv: list[str] | None = None) -> int:
                 if os.path.exists(dest):
                     os.unlink(dest)
                 if kind == "peer":
-                    cmd = [sys.executable, "-c", PEER_CODE, src, dest, "volume", compression, str(level), str(int(shuffle))]
+                    cmd = [sys.executable, "-c", PEER_CODE, src, dest, "volume", compression, str(level),
+                           str(int(shuffle))]
                 else:
-                    cmd = [sys.executable, "-c", CLI_CODE, src, dest, "volume", "--silent", *filter_args(compression, level, shuffle)]
+                    cmd = [sys.executable, "-c", CLI_CODE, src, dest, "volume", "--silent",
+                           *filter_args(compression, level, shuffle)]
                     if kind == "mpi":
                         cmd = [mpiexec(), "-n", str(RANKS), *cmd]
                 log(f"{contender}, {label} ...")
                 seconds, cpu, peak = run_timed(cmd)
                 ok = True if args.skip_verify else same_as_volume(src, dest, "volume")
-                runs.append(Run(contender, label, seconds, volume_bytes / 1e6 / seconds, cpu, peak, os.path.getsize(dest) / 1e6, ok))
-                log(f"  {seconds:.1f} s, {runs[-1].mb_s:.1f} MB/s, CPU {cpu:.1f} s, peak {peak:.0f} MiB, {runs[-1].file_mb:.0f} MB, equal={ok}")
+                mb = os.path.getsize(dest) / 1e6
+                runs.append(Run(contender, label, seconds, volume_bytes / 1e6 / seconds, cpu, peak, mb, ok))
+                log(f"  {seconds:.1f} s, {runs[-1].mb_s:.1f} MB/s, CPU {cpu:.1f} s, peak {peak:.0f} MiB, "
+                    f"{runs[-1].file_mb:.0f} MB, equal={ok}")
                 os.unlink(dest)
     finally:
         if args.out is None:
@@ -214,18 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok for r in runs) else 1
 
 
-def write_results(args: argparse.Namespace, facts: dict[str, str], shape: tuple[int, ...], volume_bytes: int, runs: list[Run]) -> None:
+def write_results(
+    args: argparse.Namespace, facts: dict[str, str], shape: tuple[int, ...], volume_bytes: int, runs: list[Run]
+) -> None:
     by = {(r.contender, r.filters): r for r in runs}
     rows = [
-        [r.contender, r.filters, f"{r.seconds:.1f}", f"{r.mb_s:.1f}", f"{r.cpu_seconds:.1f}", f"{volume_bytes / 1e6 / r.cpu_seconds:.0f}", f"{r.peak_mib:.0f}", f"{r.file_mb:.0f}", "yes" if r.ok else "NO"]
+        [
+            r.contender, r.filters, f"{r.seconds:.1f}", f"{r.mb_s:.1f}", f"{r.cpu_seconds:.1f}",
+            f"{volume_bytes / 1e6 / r.cpu_seconds:.0f}", f"{r.peak_mib:.0f}", f"{r.file_mb:.0f}",
+            "yes" if r.ok else "NO",
+        ]
         for r in runs
     ]
     ratio_rows = []
     for shuffle in (False, True):
         label = describe("gzip", args.level, shuffle)
-        mpi, one, peer = (by.get((c, label)) for c in ("blockfs2hdf, mpiexec -n 2", "blockfs2hdf, 1 process", "serial h5py"))
+        contenders = ("blockfs2hdf, mpiexec -n 2", "blockfs2hdf, 1 process", "serial h5py")
+        mpi, one, peer = (by.get((c, label)) for c in contenders)
         if mpi and peer and one:
-            ratio_rows.append([label, f"{mpi.mb_s / peer.mb_s:.2f}x", f"{one.mb_s / peer.mb_s:.2f}x", f"{mpi.mb_s / PARALLEL_HDF5_REFERENCE_MBS:.2f}x"])
+            ratio_rows.append([label, f"{mpi.mb_s / peer.mb_s:.2f}x", f"{one.mb_s / peer.mb_s:.2f}x",
+                               f"{mpi.mb_s / PARALLEL_HDF5_REFERENCE_MBS:.2f}x"])
     targets = []
     for shuffle in (True, False):
         label = describe("gzip", args.level, shuffle)
@@ -250,11 +265,18 @@ def write_results(args: argparse.Namespace, facts: dict[str, str], shape: tuple[
         "the page cache for every contender). Peak = extra memory of the process tree (parent RSS growth + "
         "children's USS). CPU s = user + system time of the subprocess tree (MPI ranks spin while they wait, so "
         "it counts some polling); MB per CPU s is the efficiency, which other users of the machine do not change "
-        "much (2x it bounds what 2 idle cores could do). Every output was read back and compared with the volume (`equal`). The machine "
+        "much (2x it bounds what 2 idle cores could do). Every output was read back and compared with the volume "
+        "(`equal`). The machine "
         "is shared: see the load averages below, and compare rows of one run as ratios.",
-        markdown_table(["contender", "filters", "s", "MB/s", "CPU s", "MB per CPU s", "peak MiB", "file MB", "equal"], rows),
+        markdown_table(
+            ["contender", "filters", "s", "MB/s", "CPU s", "MB per CPU s", "peak MiB", "file MB", "equal"], rows
+        ),
         "## Ratios",
-        markdown_table(["filters", "MPI -n 2 / serial h5py", "1 process / serial h5py", "MPI -n 2 / 90 MB/s parallel-HDF5 reference"], ratio_rows),
+        markdown_table(
+            ["filters", "MPI -n 2 / serial h5py", "1 process / serial h5py",
+             "MPI -n 2 / 90 MB/s parallel-HDF5 reference"],
+            ratio_rows,
+        ),
         "## Targets",
         markdown_table(["target", "measured", "verdict"], targets),
         "## Machine",

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def build_volume(workdir: Path, shape: tuple[int, int, int]) -> Path:
         try:
             if Directory.open(str(path)).shape == shape:
                 return path
-        except Exception:  # noqa: BLE001 - rebuilt below
+        except Exception:  # any error: rebuilt below
             pass
     shutil.rmtree(path.parent, ignore_errors=True)
     path.parent.mkdir(parents=True)
@@ -148,7 +149,7 @@ def run_one(method: str, volume: str, zarr: str, out: str, level: int, workers: 
         import tensorstore as ts
         import tifffile
 
-        extra = {"maxworkers": workers} if method.endswith("maxworkers") else {}
+        extra: dict[str, Any] = {"maxworkers": workers} if method.endswith("maxworkers") else {}
         t0 = time.perf_counter()
         store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": zarr}}).result()
         nz = store.shape[0]
@@ -369,7 +370,7 @@ def main() -> int:
         return 0
     shape = tuple(args.shape)
     workdir = Path(args.workdir)
-    volume = build_volume(workdir, shape)  # type: ignore[arg-type]
+    volume = build_volume(workdir, shape)
     zarr = build_zarr(workdir, volume)
     methods = ["blockfs2tif", "tensorstore+tifffile", "tensorstore+tifffile maxworkers", "blockfs2tif no-fsync",
                "blockfs2jp2k lossless", "blockfs2jp2k psnr40", "blockfs2jp2k htj2k"]
@@ -383,7 +384,7 @@ def main() -> int:
             load.append(os.getloadavg()[0])
     RAW.parent.mkdir(parents=True, exist_ok=True)
     RAW.write_text(json.dumps({"argv": sys.argv[1:], "shape": list(shape), "load": load, "rows": rows}, indent=1))
-    text = report(rows, args, shape, load)  # type: ignore[arg-type]
+    text = report(rows, args, shape, load)
     if args.no_write:
         print(text)
     else:

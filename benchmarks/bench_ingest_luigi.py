@@ -28,13 +28,12 @@ import time
 import luigi
 import numpy as np
 import tifffile
+from common import _children, _rss_uss_bytes, machine_facts, markdown_table
 
 from blockfs_tasks.core import Directory
 from blockfs_tasks.ingest.sources import open_source
 from blockfs_tasks.ingest.synthetic import SyntheticVolume
 from blockfs_tasks.tasks import BuildDirectory
-
-from common import _children, _rss_uss_bytes, machine_facts, markdown_table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "ingest_luigi.md")
 
@@ -65,7 +64,7 @@ class ChildPeaks:
                     continue
                 self.peaks[pid] = max(self.peaks.get(pid, 0), uss)
 
-    def __enter__(self) -> "ChildPeaks":
+    def __enter__(self) -> ChildPeaks:
         self._thread.start()
         return self
 
@@ -94,7 +93,7 @@ def run_luigi(pattern: str, dest: str) -> dict[str, float]:
         family, seconds = line.split()
         if family == "WriteBlockBatch":
             run_times.append(float(seconds))
-    build_time = sum(float(l.split()[1]) for l in open(times_file) if l.startswith("BuildDirectory"))
+    build_time = sum(float(row.split()[1]) for row in open(times_file) if row.startswith("BuildDirectory"))
     os.unlink(times_file)
     inside = sum(run_times) / 2 + build_time
     return {
@@ -142,7 +141,9 @@ def main() -> None:
             ["live Directory API, 2 threads", f"{live_result['wall']:.1f}", f"{mb / live_result['wall']:.0f}", "-", "-",
              len([f for f in os.listdir(folder) if f.startswith("live.blockfs")])],
         ]
-        table = markdown_table(["ingest of the TIFF stack", "wall s", "MB/s", "Luigi share", "peak MiB per worker", "files"], rows)
+        table = markdown_table(
+            ["ingest of the TIFF stack", "wall s", "MB/s", "Luigi share", "peak MiB per worker", "files"], rows
+        )
         facts = machine_facts(folder, ["luigi", "numcodecs", "tifffile"])
         text = (
             f"# TIFF stack -> blockfs: Luigi vs live API\n\n{shape[0]} planes of {shape[1]}x{shape[2]} uint16 "

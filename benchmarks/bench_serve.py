@@ -29,15 +29,16 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blockfs_tasks.core import Directory  # noqa: E402
-from blockfs_tasks.serve.static import write_static_precomputed  # noqa: E402
-from blockfs_tasks.ingest.synthetic import SyntheticVolume  # noqa: E402
+from blockfs_tasks.core import Directory
+from blockfs_tasks.ingest.synthetic import SyntheticVolume
+from blockfs_tasks.serve.static import write_static_precomputed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.md"
 TIME_LIMIT_S = 60.0  # per run, whatever --requests says
@@ -83,12 +84,12 @@ def start(cmd: list[str], pattern: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE
         if not line:
             break
         match = re.search(pattern, line)
         if match:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]  # drain
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]  # stdout=PIPE; drain it
             return proc, int(match[1])
     proc.kill()
     raise RuntimeError(f"server did not start: {cmd}")
@@ -106,7 +107,9 @@ def static_serve(folder: Path) -> tuple[subprocess.Popen[str], int]:
     return start(cmd, r"port (\d+)")
 
 
-def load(port: int, paths: list[str], sizes: dict[str, int], clients: int, per_client: int, gzip: bool) -> tuple[int, float, int, list[float]]:
+def load(
+    port: int, paths: list[str], sizes: dict[str, int], clients: int, per_client: int, gzip: bool
+) -> tuple[int, float, int, list[float]]:
     """``clients`` threads, one keep-alive connection each, ``per_client`` requests each."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     received = [0] * clients
@@ -165,7 +168,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp)
         for block in args.blocks:
-            volume = make_volume(folder, tuple(args.shape), block)  # type: ignore[arg-type]
+            volume = make_volume(folder, tuple(args.shape), block)
             static = folder / f"static{block}"
             write_static_precomputed(str(volume), str(static))
             d = Directory.open(str(volume))
@@ -180,12 +183,12 @@ def main() -> int:
             by_server: dict[str, list[Run]] = {}
             for round_ in range(args.rounds):
                 servers = [
-                    ("blockfs-serve (identity)", lambda: blockfs_serve(volume), False),
-                    (f"blockfs-serve (gzip 1, {gzip_engine().split()[0]})", lambda: blockfs_serve(volume), True),
-                    ("http.server, static files", lambda: static_serve(static), False),
+                    ("blockfs-serve (identity)", partial(blockfs_serve, volume), False),
+                    (f"blockfs-serve (gzip 1, {gzip_engine().split()[0]})", partial(blockfs_serve, volume), True),
+                    ("http.server, static files", partial(static_serve, static), False),
                 ]
                 if gzip_engine().startswith("ISA-L"):
-                    servers.insert(2, ("blockfs-serve (gzip 1, zlib)", lambda: blockfs_serve(volume, True), True))
+                    servers.insert(2, ("blockfs-serve (gzip 1, zlib)", partial(blockfs_serve, volume, True), True))
                 for name, launch, gzip in servers:
                     proc, port = launch()
                     try:
@@ -216,7 +219,8 @@ def write_report(results: list[Run], args: argparse.Namespace) -> None:
     lines = [
         "# blockfs-serve vs static files (loopback)",
         "",
-        f"Run by hand: `python benchmarks/bench_serve.py` ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
+        f"Run by hand: `python benchmarks/bench_serve.py` ({time.strftime('%Y-%m-%d')}, "
+        f"Python {platform.python_version()}, "
         f"{os.cpu_count()} cores, shared machine: numbers are noisy, compare the rows of one table).",
         "",
         f"Synthetic uint16 light-sheet volume, shape (z, y, x) {tuple(args.shape)}, zstd-5 blocks; "
