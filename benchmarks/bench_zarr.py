@@ -111,10 +111,10 @@ def serve_zarr(path: str) -> None:
 def start_server(cmd: list[str], pattern: str) -> tuple[subprocess.Popen[str], int]:
     """Start a server process; return it and the port it prints."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:  # type: ignore[union-attr]
+    for line in proc.stdout:  # type: ignore[union-attr]  # stdout=PIPE
         match = re.search(pattern, line)
         if match:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]  # drain
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]  # stdout=PIPE; drain
             return proc, int(match[1])
     proc.kill()
     raise RuntimeError(f"server did not start: {cmd}")
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         d = Directory(shape[2], shape[1], shape[0], np.uint16, path, b, b, b, compression="zstd", compression_level=5)
         d.create()
 
-        def blocks():  # type: ignore[no-untyped-def]
+        def blocks():  # type: ignore[no-untyped-def]  # a local generator fed to write_blocks
             for x, y, z in d.grid.origins():
                 sz, sy, sx = d.grid.block_shape_at(x, y, z)
                 yield volume[z : z + sz, y : y + sy, x : x + sx], x, y, z

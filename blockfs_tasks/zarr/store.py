@@ -97,7 +97,7 @@ class BlockfsStore(Store):
         return {"args": self._args}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(*state["args"])  # type: ignore[misc]
+        self.__init__(*state["args"])  # type: ignore[misc]  # unpickling re-runs __init__ on the bare instance
 
     def with_read_only(self, read_only: bool = False) -> BlockfsStore:
         """A new store over the same volume; only ``read_only=True`` is possible."""

@@ -37,7 +37,7 @@ def _resolution_from_metadata(d: Directory) -> tuple[float, float, float] | None
     nested: dict[str, Any] = pyramid if isinstance(pyramid, dict) else {}
     for candidate in (nested.get("resolution_nm_xyz"), md.get("resolution_nm_xyz")):
         try:
-            values = tuple(float(v) for v in candidate)  # type: ignore[union-attr]
+            values = tuple(float(v) for v in candidate)  # type: ignore[union-attr]  # None: TypeError, caught below
         except (TypeError, ValueError):
             continue
         if len(values) == 3 and all(v > 0 for v in values):

@@ -52,7 +52,7 @@ def test_dask_from_zarr_over_the_store(pyramid: PyramidSample) -> None:
 
 
 # ------------------------------------------------------------------ HTTP
-def test_http_zarr_python_and_dask(pyramid: PyramidSample, serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_zarr_python_and_dask(pyramid: PyramidSample, serve) -> None:
     pytest.importorskip("aiohttp")
     server = serve(pyramid.folder)
     group = zarr.open_group(server.url, mode="r")
@@ -62,7 +62,7 @@ def test_http_zarr_python_and_dask(pyramid: PyramidSample, serve) -> None:  # ty
     assert any(r.endswith("/.zmetadata") for r in server.requests)
 
 
-def test_http_route_sends_frames_verbatim_and_404_for_absent(volume: Volume, serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_route_sends_frames_verbatim_and_404_for_absent(volume: Volume, serve) -> None:
     import urllib.error
     import urllib.request
 
@@ -80,7 +80,7 @@ def test_http_route_sends_frames_verbatim_and_404_for_absent(volume: Volume, ser
         assert e.value.code == 404
 
 
-def test_http_tensorstore_zarr_driver(volume: Volume, serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_tensorstore_zarr_driver(volume: Volume, serve) -> None:
     ts = pytest.importorskip("tensorstore")
     server = serve(volume.path)
     array = ts.open({"driver": "zarr", "kvstore": server.url + "/", "path": "0/", "open": True}, read=True).result()
@@ -88,14 +88,14 @@ def test_http_tensorstore_zarr_driver(volume: Volume, serve) -> None:  # type: i
     assert np.array_equal(array.read().result(), volume.expected)
 
 
-def test_http_tensorstore_zarr3_driver(volume: Volume, serve) -> None:  # type: ignore[no-untyped-def]
+def test_http_tensorstore_zarr3_driver(volume: Volume, serve) -> None:
     ts = pytest.importorskip("tensorstore")
     server = serve(ZarrView(volume.path, zarr_format=3))
     array = ts.open({"driver": "zarr3", "kvstore": server.url + "/0/"}, read=True).result()
     assert np.array_equal(array.read().result(), volume.expected)
 
 
-def test_ome_zarr_reader_levels_and_scales(pyramid: PyramidSample, serve) -> None:  # type: ignore[no-untyped-def]
+def test_ome_zarr_reader_levels_and_scales(pyramid: PyramidSample, serve) -> None:
     pytest.importorskip("ome_zarr")
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Multiscales, Reader
@@ -113,7 +113,7 @@ def test_ome_zarr_reader_levels_and_scales(pyramid: PyramidSample, serve) -> Non
     assert transforms[1][0]["scale"] == pytest.approx([z / 1000, 2 * y / 1000, 2 * x / 1000])
 
 
-def test_napari_ome_zarr_reader(pyramid: PyramidSample, serve) -> None:  # type: ignore[no-untyped-def]
+def test_napari_ome_zarr_reader(pyramid: PyramidSample, serve) -> None:
     pytest.importorskip("napari_ome_zarr")
     from napari_ome_zarr import napari_get_reader
 
@@ -150,7 +150,7 @@ viewer.close()
 
 
 @pytest.mark.slow
-def test_napari_viewer_under_xvfb(pyramid: PyramidSample, serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_napari_viewer_under_xvfb(pyramid: PyramidSample, serve, tmp_path: Path) -> None:
     """A real napari viewer (Qt, under Xvfb) opens the HTTP route as a multiscale image with exact level 0."""
     import os
     import shutil

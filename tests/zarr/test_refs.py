@@ -24,7 +24,7 @@ from blockfs_tasks.zarr import write_references
 V1 = Path(__file__).resolve().parents[1] / "data" / "blockfs-v1"
 
 
-def open_refs(json_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def open_refs(json_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Open as a user without blockfs would: from the JSON's folder, fsspec and zarr only."""
     monkeypatch.chdir(json_path.parent)
     return zarr.open_group("reference://", storage_options={"fo": json_path.name}, mode="r")
@@ -57,7 +57,7 @@ def test_interior_chunks_point_into_the_block_files(volume: Volume, tmp_path: Pa
     assert doc["templates"][ref[0].strip("{}")] == "file://" + os.path.abspath(d.block_filenames[entry["file"] - 1])
     # only padded edges are written; every interior reference is a stored frame
     assert summary.chunks + summary.edge_chunks == len(d)
-    assert summary.side_bytes == os.path.getsize(summary.side_path)  # type: ignore[arg-type]
+    assert summary.side_bytes == os.path.getsize(summary.side_path)  # type: ignore[arg-type]  # set: this volume has edges
 
 
 def test_no_interior_block_is_copied_and_side_file_is_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +143,7 @@ def test_side_file_costs_what_the_edge_blocks_cost(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ parquet
-def open_parquet(folder: Path, monkeypatch: pytest.MonkeyPatch, cwd: Path):  # type: ignore[no-untyped-def]
+def open_parquet(folder: Path, monkeypatch: pytest.MonkeyPatch, cwd: Path):
     monkeypatch.chdir(cwd)
     return zarr.open_group("reference://", storage_options={"fo": str(folder)}, mode="r")
 

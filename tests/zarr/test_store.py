@@ -131,7 +131,7 @@ def test_absent_and_unknown_keys() -> None:
 def test_listing_names_present_chunks_only(volume: Volume) -> None:
     store = BlockfsStore(volume.path)
 
-    async def collect(it):  # type: ignore[no-untyped-def]
+    async def collect(it):
         return [k async for k in it]
 
     from zarr.core.sync import sync

@@ -36,7 +36,7 @@ def write_volume(
 ) -> Directory:
     """A volume holding ``data`` (z, y, x), except the blocks at ``absent`` origins (x, y, z)."""
     z, y, x = data.shape
-    d = Directory(x, y, z, data.dtype, str(path), *block_xyz, **kw)  # type: ignore[arg-type]
+    d = Directory(x, y, z, data.dtype, str(path), *block_xyz, **kw)  # type: ignore[arg-type]  # kw: Directory's keyword options
     d.create()
     for ox, oy, oz in d.grid.origins():
         if (ox, oy, oz) in absent:
