@@ -203,7 +203,7 @@ class Directory:
     def index(self) -> np.ndarray:
         """The index: one entry (offset, size, file, crc32c) per block position; file 0 = absent."""
         self._load()
-        return self._index  # type: ignore[return-value]
+        return self._index  # type: ignore[return-value]  # _load() set it; a PagedIndex indexes like the array
 
     @property
     def writable(self) -> bool:
@@ -557,7 +557,7 @@ class Directory:
     def block_origins(self) -> Iterator[XYZ]:
         """Origins (x, y, z) of the blocks present, in position order."""
         self._load()
-        for position in np.flatnonzero(self._index["file"]):  # type: ignore[index]
+        for position in np.flatnonzero(self._index["file"]):  # type: ignore[index]  # _load() above set it
             yield self.grid.origin(int(position))
 
     def __iter__(self) -> Iterator[XYZ]:
@@ -571,7 +571,7 @@ class Directory:
     def __len__(self) -> int:
         """Number of blocks present (kept for scripts that use it; ``d.shape[0]`` is the number of planes)."""
         self._load()
-        return int(np.count_nonzero(self._index["file"]))  # type: ignore[index]
+        return int(np.count_nonzero(self._index["file"]))  # type: ignore[index]  # _load() above set it
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Read any (z, y, x) region with numpy slicing, touching only the blocks it needs."""

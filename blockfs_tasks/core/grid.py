@@ -56,7 +56,8 @@ class BlockGrid:
     @property
     def grid_shape(self) -> ZYX:
         """Number of blocks along (z, y, x)."""
-        return tuple(-(-e // b) for e, b in zip(self.shape, self.block_shape, strict=True))  # type: ignore[return-value]
+        (ez, ey, ex), (bz, by, bx) = self.shape, self.block_shape
+        return -(-ez // bz), -(-ey // by), -(-ex // bx)
 
     @property
     def n_blocks(self) -> int:

@@ -54,7 +54,7 @@ def test_unknown_compression_name(name: str) -> None:
 @pytest.mark.parametrize("level", [-1, 10, 99, 2.5, "5", True, None])
 def test_invalid_compression_level(level: object) -> None:
     with pytest.raises(ConfigurationError, match=r"\(0, 9\)"):
-        BlockCodec("zstd", level)  # type: ignore[arg-type]
+        BlockCodec("zstd", level)  # type: ignore[arg-type]  # invalid on purpose
 
 
 def test_levels_zero_to_nine_accepted() -> None:

@@ -81,7 +81,7 @@ def kill(proc: subprocess.Popen[str]) -> list[str]:
 
 
 def parse(lines: list[str]) -> list[tuple[int, int, int]]:
-    return [tuple(map(int, s.split(","))) for s in lines if s[0].isdigit()]  # type: ignore[misc]
+    return [tuple(map(int, s.split(","))) for s in lines if s[0].isdigit()]  # type: ignore[misc]  # each line holds x,y,z
 
 
 def committed_end(d: Directory, block_file: str) -> int:
@@ -92,7 +92,7 @@ def committed_end(d: Directory, block_file: str) -> int:
 
 
 def check_blocks(d: Directory, origins: object) -> None:
-    for x, y, z in origins:  # type: ignore[attr-defined]
+    for x, y, z in origins:  # type: ignore[attr-defined]  # any iterable of (x, y, z)
         assert same(d.read_block(x, y, z), seeded_block(x, y, z, d.get_block_size(x, y, z))), (x, y, z)
 
 
@@ -108,7 +108,7 @@ def test_writer_killed_at_a_random_moment(tmp_path: Path, seed: int) -> None:
         d.write_block(seeded_block(*o, (64, 64, 64)), *o)
     order = [tuple(int(v) for v in o) for o in rng.permutation(list(d.grid.origins())[2:])]
     n_threads = 1 + seed % 2
-    proc = start_writer(d, tmp_path, order, n_threads)  # type: ignore[arg-type]
+    proc = start_writer(d, tmp_path, order, n_threads)  # type: ignore[arg-type]  # order holds 3-tuples
     # Kill on progress, never on a timer: after the writer has reported k committed blocks.
     k = int(rng.integers(1, len(order) // 2))
     assert proc.stdout is not None

@@ -25,7 +25,7 @@ from .helpers import ALL_COMPRESSORS, ALL_DTYPES, compressor_param, random_block
 def write_volume(path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], **kwargs: object) -> Directory:
     """Create a volume holding ``data`` (z, y, x), one write_block per block, and close it."""
     ez, ey, ex = data.shape
-    d = Directory(ex, ey, ez, data.dtype, path, *block_xyz, **kwargs)  # type: ignore[arg-type]
+    d = Directory(ex, ey, ez, data.dtype, path, *block_xyz, **kwargs)  # type: ignore[arg-type]  # kwargs: Directory's keyword options
     d.create()
     for x, y, z in d.grid.origins():
         sz, sy, sx = d.get_block_size(x, y, z)
@@ -414,7 +414,7 @@ def test_region_reads_while_the_session_writes(tmp_path: Path) -> None:
         try:
             if not same(d[0:16, :, :], want[0:16]):
                 errors.append(f"stale read after write {i}")
-        except Exception as e:  # noqa: BLE001 - collected, reported below
+        except Exception as e:  # collected, reported below
             errors.append(repr(e))
     d.close()
     assert not errors, f"{len(errors)} failed reads of 60, first: {errors[0]}"
@@ -430,7 +430,7 @@ def test_concurrent_readers_of_a_closed_volume(volume: tuple[Directory, np.ndarr
             for _ in range(10):
                 z0 = int(rng.integers(0, 30))
                 assert same(d[z0 : z0 + 7, 3:47, :], data[z0 : z0 + 7, 3:47, :])
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # collected, reported below
             errors.append(e)
 
     threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]

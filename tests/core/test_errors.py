@@ -259,7 +259,7 @@ def test_metadata_missing_a_key(closed: tuple[Path, np.ndarray]) -> None:
 def test_truncated_directory(closed: tuple[Path, np.ndarray], cut: object) -> None:
     path, _ = closed
     raw = path.read_bytes()
-    keep = 40 if cut == "metadata" else len(raw) - int(cut)  # type: ignore[arg-type]
+    keep = 40 if cut == "metadata" else len(raw) - int(cut)
     path.write_bytes(raw[:keep])
     with pytest.raises(TruncatedFileError) as e:
         Directory.open(path)

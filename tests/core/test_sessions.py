@@ -246,7 +246,7 @@ def test_a_session_of_another_machine_is_never_taken_over(tmp_path: Path, where:
         Directory.open(path, "r+")
     if "host" in where:
         assert "another-host" in str(e.value) and f"remove {session_file_name(str(path))}" in str(e.value)
-    assert read_session(str(path)).token == "feedfacefeedface"  # type: ignore[union-attr]
+    assert read_session(str(path)).token == "feedfacefeedface"  # type: ignore[union-attr]  # the session file exists
 
 
 def test_the_session_file_names_its_process(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_a_failed_fsync_is_never_retried_into_success(tmp_path: Path, writer: st
 
 # ------------------------------------------------------------ a real full disk
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+def tiny_tmpfs(tmp_path: Path):
     """A 2 MiB tmpfs (root only); skipped where mounting is not allowed."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
