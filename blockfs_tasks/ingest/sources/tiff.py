@@ -210,22 +210,28 @@ class TiffStackSource(Source):
         for _ in bounded_map(self._check_plane, range(len(self.files)), n_threads):
             pass
 
-    def _check_plane(self, z: int) -> None:
+    def _matching_page(self, tf: Any, z: int) -> Any:
+        """Plane ``z``'s page, checked to have the first plane's shape and dtype."""
         _, ny, nx = self.shape
         path = self.files[z]
+        page = _plane_page(tf, path)
+        shape = (int(page.imagelength), int(page.imagewidth))
+        if shape != (ny, nx):
+            raise SourceError(
+                f"{path}: plane z={z} has shape (y, x) = {shape}; expected ({ny}, {nx}) "
+                f"like the first plane {self.files[0]}"
+            )
+        if page.dtype.newbyteorder("=") != self.dtype:
+            raise SourceError(
+                f"{path}: plane z={z} has dtype {page.dtype.name}; expected {self.dtype.name} "
+                f"like the first plane {self.files[0]}"
+            )
+        return page
+
+    def _check_plane(self, z: int) -> None:
+        path = self.files[z]
         with _open_tiff(path) as tf:
-            page = _plane_page(tf, path)
-            shape = (int(page.imagelength), int(page.imagewidth))
-            if shape != (ny, nx):
-                raise SourceError(
-                    f"{path}: plane z={z} has shape (y, x) = {shape}; expected ({ny}, {nx}) "
-                    f"like the first plane {self.files[0]}"
-                )
-            if page.dtype.newbyteorder("=") != self.dtype:
-                raise SourceError(
-                    f"{path}: plane z={z} has dtype {page.dtype.name}; expected {self.dtype.name} "
-                    f"like the first plane {self.files[0]}"
-                )
+            page = self._matching_page(tf, z)
             end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
             size = tf.filehandle.size
             if end > size:
@@ -235,23 +241,12 @@ class TiffStackSource(Source):
                 )
 
     def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
-        _, ny, nx = self.shape
+        nx = self.shape[2]
         out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)
         for z in range(z0, z1):
             path = self.files[z]
             with _open_tiff(path) as tf:
-                page = _plane_page(tf, path)
-                shape = (int(page.imagelength), int(page.imagewidth))
-                if shape != (ny, nx):
-                    raise SourceError(
-                        f"{path}: plane z={z} has shape (y, x) = {shape}; expected "
-                        f"({ny}, {nx}) like the first plane {self.files[0]}"
-                    )
-                if page.dtype.newbyteorder("=") != self.dtype:
-                    raise SourceError(
-                        f"{path}: plane z={z} has dtype {page.dtype.name}; expected "
-                        f"{self.dtype.name} like the first plane {self.files[0]}"
-                    )
+                page = self._matching_page(tf, z)
                 _read_page_region(
                     tf.filehandle, nullcontext(), page, tf.byteorder,
                     0, 1, y0, y1, out[z - z0 : z - z0 + 1], path,
