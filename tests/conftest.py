@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 V1_DATA = Path(__file__).resolve().parent / "data" / "blockfs-v1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the test processes a working Ctrl-C even when pytest was started with SIGINT ignored.
+
+    A job started in the background of a non-interactive shell (``cmd &``, nohup, some CI
+    runners) inherits SIGINT ignored, and every child would inherit that too: the tests that
+    interrupt a tool (strace's ``signal=SIGINT``, ``os.kill(SIGINT)``) could not. A Python
+    handler here is reset to the default action in every child at exec.
+    """
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
