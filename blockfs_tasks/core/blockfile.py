@@ -25,7 +25,7 @@ import threading
 import numpy as np
 
 from .atomic import pwrite_all
-from .codec import BlockCodec, checksum
+from .codec import BlockCodec, Codec, checksum
 from .errors import (
     ChecksumError,
     FormatError,
@@ -240,10 +240,11 @@ class BlockFileReader:
         shape: ZYX,
         where: str,
         out: np.ndarray | None = None,
+        codec: Codec | None = None,
     ) -> np.ndarray:
         """Read and decode the block an index entry points at (into ``out`` if given).
 
-        ``where`` names the block in errors.
+        ``where`` names the block in errors; ``codec`` is the volume's (Blosc by default).
         """
         i = int(entry["file"]) - 1
         offset, size = int(entry["offset"]), int(entry["size"])
@@ -259,7 +260,7 @@ class BlockFileReader:
                 f"(stored bytes are corrupt)"
             )
         try:
-            return BlockCodec.decode(data, dtype, shape, out)
+            return (codec or BlockCodec()).decode(data, dtype, shape, out)
         except FormatError as e:
             raise FormatError(f"{self.paths[i]}: {where} at offset {offset}: {e}") from e
 

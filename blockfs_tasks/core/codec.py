@@ -1,4 +1,4 @@
-"""Block codecs: Blosc compression of (z, y, x) arrays and the block checksum.
+"""Block codecs: the codec registry, Blosc compression of (z, y, x) arrays and the block checksum.
 
 Encoding uses c-blosc through imagecodecs (one thread per call, the caller
 parallelises); decoding uses numcodecs. Both are c-blosc 1.x: the frames are
@@ -14,7 +14,10 @@ a CRC-32C of the stored bytes (:func:`checksum`).
 
 Format 2.1.0 records the codec as an id and its parameters
 (``{"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1}``);
-:func:`codec_from_dict` reads that record and names an id it does not know.
+:func:`codec_from_dict` reads that record and names an id it does not know,
+:func:`make_codec` builds a codec from a compression name (what ``Directory``,
+the tools and the tasks accept). Every codec follows :class:`Codec`: the
+Blosc one is here, the float codecs are in :mod:`.codecs`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import google_crc32c
 import imagecodecs
@@ -82,13 +85,66 @@ def check_dtype(dtype: DTypeLike) -> np.dtype:
     return result
 
 
+@runtime_checkable
+class Codec(Protocol):
+    """What every block codec offers; ``compression`` is the name a user picks it by."""
+
+    @property
+    def compression(self) -> str:
+        """The name a user picks the codec by ("zstd", "fpzip"...)."""
+        ...
+
+    @property
+    def level(self) -> int:
+        """Its level."""
+        ...
+
+    @property
+    def shuffle(self) -> int:
+        """Blosc shuffle (0 for the float codecs)."""
+        ...
+
+    def encode(self, array: np.ndarray) -> bytes:
+        """One frame of a C-contiguous (z, y, x) array."""
+        ...
+
+    def decode(
+        self, data: bytes, dtype: np.dtype, shape: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The array of one frame (into ``out`` if given); FormatError for a frame that is not one."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The codec record of format 2.1.0 (id, parameters, and "loss" for a lossy codec)."""
+        ...
+
+    def max_frame_size(self, nbytes: int) -> int:
+        """The largest frame a block of ``nbytes`` raw bytes can have."""
+        ...
+
+    def check_dtype(self, dtype: np.dtype) -> None:
+        """Raise ConfigurationError when this codec cannot store ``dtype``."""
+        ...
+
+    @property
+    def loss(self) -> dict[str, float]:
+        """The loss bound ({} when lossless): "max_abs_error" and/or "max_rel_error"."""
+        ...
+
+
+SHUFFLES = {0: "none", 1: "byte", 2: "bit"}
+
+
 @dataclass(frozen=True)
 class BlockCodec:
-    """Blosc settings of a volume: compressor name, level 0-9, byte shuffle."""
+    """Blosc settings of a volume: compressor name, level 0-9, shuffle 0 (none), 1 (byte) or 2 (bit).
+
+    ``shuffle`` also takes True/False (byte shuffle or none), as before.
+    """
 
     compression: str = "zstd"
     level: int = 5
-    shuffle: bool = True
+    shuffle: int = 1
 
     def __post_init__(self) -> None:
         name = self.compression
@@ -101,10 +157,19 @@ class BlockCodec:
                 f"here). Got {name!r} instead."
             )
         object.__setattr__(self, "level", check_level(self.level))
+        object.__setattr__(self, "shuffle", check_shuffle(self.shuffle))
+
+    @property
+    def loss(self) -> dict[str, float]:
+        """Blosc is lossless."""
+        return {}
+
+    def check_dtype(self, dtype: np.dtype) -> None:
+        """Blosc stores every supported dtype."""
 
     def to_dict(self) -> dict[str, Any]:
         """The codec record of format 2.1.0: id "blosc" and its parameters."""
-        return {"id": BLOSC_ID, "cname": self.compression, "clevel": self.level, "shuffle": int(self.shuffle)}
+        return {"id": BLOSC_ID, "cname": self.compression, "clevel": self.level, "shuffle": self.shuffle}
 
     @staticmethod
     def max_frame_size(nbytes: int) -> int:
@@ -126,7 +191,7 @@ class BlockCodec:
             array,  # type: ignore[arg-type]  # the stub lists buffers only; any C-contiguous array works
             level=self.level,
             compressor=self.compression,
-            shuffle=1 if self.shuffle else 0,
+            shuffle=self.shuffle,
             typesize=array.dtype.itemsize,
             numthreads=1,
         ))
@@ -159,38 +224,78 @@ class BlockCodec:
         return out
 
 
+def check_shuffle(shuffle: Any) -> int:
+    """``shuffle`` as 0 (none), 1 (byte) or 2 (bit); True/False mean 1/0."""
+    if isinstance(shuffle, bool):
+        return int(shuffle)
+    if isinstance(shuffle, (int, np.integer)) and int(shuffle) in SHUFFLES:
+        return int(shuffle)
+    raise ConfigurationError(f"Expected shuffle 0 (none), 1 (byte) or 2 (bit). Got {short_repr(shuffle)} instead.")
+
+
 BLOSC_ID = "blosc"
 _BLOSC_PARAMETERS = {"id", "cname", "clevel", "shuffle"}
 
 
-def codec_from_dict(record: Any) -> BlockCodec:
+def make_codec(compression: str | Compression = "zstd", level: int = 5, shuffle: Any = 1) -> Codec:
+    """The codec a user names: a Blosc compressor or a float codec of :mod:`.codecs`.
+
+    ``level`` is the Blosc level or the float codec's level (0-9 for Blosc;
+    see each codec); ``shuffle`` applies to Blosc only.
+    """
+    if isinstance(compression, Compression):
+        compression = compression.name
+    if isinstance(compression, str) and compression not in Compression.__members__:
+        from .codecs import registry
+
+        if compression in registry.CODECS:
+            made: Codec = registry.CODECS[compression].from_level(level)
+            return made
+        raise ConfigurationError(
+            f"Expected a compression in {known_compressions()}. Got {short_repr(compression)} instead."
+        )
+    return BlockCodec(compression, level, shuffle)
+
+
+def known_compressions() -> list[str]:
+    """Every compression name :func:`make_codec` accepts here."""
+    from .codecs import registry
+
+    return [*available_compressors(), *registry.CODECS]
+
+
+def codec_from_dict(record: Any) -> Codec:
     """The codec of a format 2.1.0 ``Codec`` record, or raise naming what is unknown.
 
     Raises :class:`UnsupportedCodecError` for a codec id (or a parameter) this
     reader does not know, :class:`FormatError` for a record that is not one.
     """
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-        raise FormatError(f"Expected the codec as a JSON object with a string \"id\". Got {_short(record)} instead.")
+        raise FormatError(
+            f"Expected the codec as a JSON object with a string \"id\". Got {short_repr(record)} instead."
+        )
     codec_id = record["id"]
     if codec_id != BLOSC_ID:
-        raise UnsupportedCodecError(f"unknown codec id {_short(codec_id)}; this reader knows {[BLOSC_ID]}")
+        from .codecs import registry
+
+        return registry.from_dict(record)
     unknown = sorted(set(record) - _BLOSC_PARAMETERS)
     if unknown:
-        raise UnsupportedCodecError(f"codec {BLOSC_ID!r} with unknown parameters {_short(unknown)}")
+        raise UnsupportedCodecError(f"codec {BLOSC_ID!r} with unknown parameters {short_repr(unknown)}")
     shuffle = record.get("shuffle", 1)
-    if isinstance(shuffle, bool) or shuffle not in (0, 1):
+    if isinstance(shuffle, bool) or shuffle not in SHUFFLES:
         raise UnsupportedCodecError(
-            f"codec {BLOSC_ID!r}: expected shuffle 0 (none) or 1 (byte). Got {_short(shuffle)} instead."
+            f"codec {BLOSC_ID!r}: expected shuffle 0 (none), 1 (byte) or 2 (bit). Got {short_repr(shuffle)} instead."
         )
     try:
         cname: Any = record.get("cname")  # checked by BlockCodec: a missing one is an error there
         clevel: Any = record.get("clevel")
-        return BlockCodec(cname, clevel, bool(shuffle))
+        return BlockCodec(cname, clevel, int(shuffle))
     except (ConfigurationError, TypeError) as e:
         raise FormatError(f"codec {BLOSC_ID!r}: {e}") from e
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages about untrusted input."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

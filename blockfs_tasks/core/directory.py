@@ -36,7 +36,7 @@ from . import format as fmt
 from . import session as sessions
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import BlockFileReader, process_appenders
-from .codec import BlockCodec, Compression
+from .codec import Compression, make_codec
 from .encode import as_storable, encode_block
 from .errors import (
     BlockShapeError,
@@ -77,13 +77,15 @@ class Directory:
         Block size in voxels (XYZ order).
     compression
         Blosc compressor: a name ("zstd", "lz4", "lz4hc", "blosclz", "zlib",
-        "snappy") or a :class:`Compression`.
+        "snappy") or a :class:`Compression`; or a float codec ("fpzip",
+        "pcodec", "kempressed"; see :mod:`.codecs`).
     compression_level
-        Blosc level, 0-9.
+        Blosc level, 0-9 (or the float codec's level).
     metadata
         The application's own JSON-serializable dictionary, kept in the directory.
     shuffle
-        Blosc byte shuffle (on by default; it helps integer images a lot).
+        Blosc shuffle: 1 or True byte (the default; it helps integer images a
+        lot), 2 bit, 0 or False none.
     """
 
     def __init__(
@@ -99,11 +101,10 @@ class Directory:
         compression: str | Compression = "zstd",
         compression_level: int = 5,
         metadata: dict[str, Any] | None = None,
-        shuffle: bool = True,
+        shuffle: bool | int = True,
     ) -> None:
         grid = BlockGrid((x_extent, y_extent, z_extent), (x_block_size, y_block_size, z_block_size))
-        codec = BlockCodec(compression.name if isinstance(compression, Compression) else compression,
-                           compression_level, shuffle)
+        codec = make_codec(compression, compression_level, shuffle)
         self._init(fmt.VolumeSpec(grid, dtype, codec, dict(metadata or {})), directory_filename)
 
     def _init(self, spec: fmt.VolumeSpec, path: str | os.PathLike[str]) -> None:
@@ -190,8 +191,8 @@ class Directory:
     x_block_size = property(lambda self: self.spec.grid.block_xyz[0], doc="Block size in x.")
     y_block_size = property(lambda self: self.spec.grid.block_xyz[1], doc="Block size in y.")
     z_block_size = property(lambda self: self.spec.grid.block_xyz[2], doc="Block size in z.")
-    compression = property(lambda self: self.spec.codec.compression, doc="Blosc compressor name.")
-    compression_level = property(lambda self: self.spec.codec.level, doc="Blosc level.")
+    compression = property(lambda self: self.spec.codec.compression, doc="Compression name (Blosc or float codec).")
+    compression_level = property(lambda self: self.spec.codec.level, doc="Compression level.")
 
     @property
     def block_filenames(self) -> list[str]:
@@ -548,7 +549,8 @@ class Directory:
             return out
         if self._reader is None:
             self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1)
-        return self._reader.read(entry, self.dtype, shape, f"block at (x, y, z) = ({x}, {y}, {z})", out)
+        where = f"block at (x, y, z) = ({x}, {y}, {z})"
+        return self._reader.read(entry, self.dtype, shape, where, out, self.spec.codec)
 
     def has_block(self, x: int, y: int, z: int) -> bool:
         """True if the block at (x, y, z) was written."""

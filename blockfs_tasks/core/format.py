@@ -38,7 +38,7 @@ Directory file, version 2.1.0::
     YBlockSize, ZBlockSize; DType (numpy name; data are little-endian);
     Codec (the codec's id and parameters: {"id": "blosc", "cname": "zstd" |
     "lz4" | "lz4hc" | "blosclz" | "zlib" | "snappy", "clevel": 0-9,
-    "shuffle": 0 | 1}); BlockFiles (paths relative to the directory file's
+    "shuffle": 0 none | 1 byte | 2 bit}); BlockFiles (paths relative to the directory file's
     folder, usually bare names); IndexPageEntries (E, 4096 when written);
     Metadata (the application's own dict).
 

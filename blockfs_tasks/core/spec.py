@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from .checks import check_int
-from .codec import SUPPORTED_DTYPES, BlockCodec, check_dtype, codec_from_dict
+from .codec import SUPPORTED_DTYPES, BlockCodec, Codec, check_dtype, codec_from_dict
 from .errors import FormatError, TruncatedFileError
 from .grid import BlockGrid
 
@@ -91,11 +91,12 @@ class VolumeSpec:
 
     grid: BlockGrid
     dtype: np.dtype
-    codec: BlockCodec = field(default_factory=BlockCodec)
+    codec: Codec = field(default_factory=BlockCodec)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", check_dtype(self.dtype).newbyteorder("<"))
+        self.codec.check_dtype(self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON keys of format 2.1.0, BlockFiles and IndexPageEntries aside."""
@@ -119,6 +120,7 @@ class VolumeSpec:
                 (d["XExtent"], d["YExtent"], d["ZExtent"]),
                 (d["XBlockSize"], d["YBlockSize"], d["ZBlockSize"]),
             )
+            codec: Codec
             if d.get("Version") == VERSION_2_0:
                 shuffle = d.get("Shuffle", True)
                 if not isinstance(shuffle, bool):

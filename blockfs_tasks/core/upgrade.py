@@ -22,7 +22,7 @@ import numpy as np
 
 from . import format as fmt
 from .atomic import fsync_folder, sweep_temporaries, write_atomically
-from .codec import BlockCodec, checksum
+from .codec import checksum
 from .errors import (
     BlockfsError,
     ChecksumError,
@@ -200,7 +200,7 @@ def upgrade_volume(
             data = blocks.read(int(entry["file"]), int(entry["offset"]), int(entry["size"]))
             if verify_stored and checksum(data) != int(entry["crc32c"]):
                 raise ChecksumError("checksum mismatch (stored bytes are corrupt)")
-            BlockCodec.decode(data, spec.dtype, spec.grid.block_shape_at(*origin))
+            spec.codec.decode(data, spec.dtype, spec.grid.block_shape_at(*origin))
         except (BlockfsError, OSError) as e:
             return position, BadBlock(origin, str(e))
         return position, checksum(data)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.blockfile import BlockFileReader
-from ..core.codec import BlockCodec, checksum
+from ..core.codec import BlockCodec, Codec, checksum
 from ..core.directory import Directory
 from ..core.errors import (
     ChecksumError,
@@ -140,7 +140,7 @@ class LevelChunks:
         self._reader.close()
 
 
-def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -> bytes:
+def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: Codec) -> bytes:
     """Decode an edge block's frame, pad it with zeros to the full chunk shape, encode it with ``codec``.
 
     For a file kept on disk (the refs side file) ``codec`` is the volume's own:
@@ -148,7 +148,7 @@ def pad_frame(data: bytes, chunks: LevelChunks, chunk: ZYX, codec: BlockCodec) -
     truncated block costs. On the fly the Store uses :func:`pad_frame_memcpy`.
     """
     stored = chunks.stored_shape(chunk)
-    block = BlockCodec.decode(data, chunks.dtype, stored)
+    block = codec.decode(data, chunks.dtype, stored)
     padded = np.zeros(chunks.chunk_shape, chunks.dtype)
     padded[: stored[0], : stored[1], : stored[2]] = block
     try:

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.codec import BlockCodec
+from ..core.codec import BlockCodec, Codec
 from ..core.errors import ConfigurationError
 
 ZARR_FORMATS = (2, 3)
 _BLOSC_NAMES = ("zstd", "blosclz", "lz4", "lz4hc", "zlib", "snappy")
+_V3_SHUFFLE = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ArrayInfo:
     shape: tuple[int, int, int]
     chunks: tuple[int, int, int]
     dtype: np.dtype
-    codec: BlockCodec
+    codec: Codec
     scale_um_zyx: tuple[float, float, float] | None
 
 
@@ -48,11 +49,11 @@ def check_zarr_format(zarr_format: int) -> int:
     return int(zarr_format)
 
 
-def _codec_fields(codec: BlockCodec) -> tuple[str, int, bool]:
+def _codec_fields(codec: Codec) -> tuple[str, int, int]:
     name = getattr(codec, "compression", None)
-    if name not in _BLOSC_NAMES:
+    if not isinstance(codec, BlockCodec) or name not in _BLOSC_NAMES:
         raise ConfigurationError(f"zarr views need Blosc blocks; this volume's codec is {codec!r}")
-    return str(name), int(codec.level), bool(codec.shuffle)
+    return str(name), int(codec.level), int(codec.shuffle)
 
 
 def _scale(info: ArrayInfo) -> list[float]:
@@ -90,7 +91,7 @@ def zarray_v2(info: ArrayInfo) -> dict[str, Any]:
         "shape": list(info.shape),
         "chunks": list(info.chunks),
         "dtype": info.dtype.newbyteorder("<").str if info.dtype.itemsize > 1 else info.dtype.str,
-        "compressor": {"id": "blosc", "cname": cname, "clevel": clevel, "shuffle": 1 if shuffle else 0, "blocksize": 0},
+        "compressor": {"id": "blosc", "cname": cname, "clevel": clevel, "shuffle": shuffle, "blocksize": 0},
         "fill_value": 0.0 if info.dtype.kind == "f" else 0,
         "order": "C",
         "filters": None,
@@ -110,7 +111,7 @@ def zarr_json_v3(info: ArrayInfo) -> dict[str, Any]:
             "configuration": {
                 "cname": cname,
                 "clevel": clevel,
-                "shuffle": "shuffle" if shuffle else "noshuffle",
+                "shuffle": _V3_SHUFFLE[shuffle],
                 "typesize": info.dtype.itemsize,
                 "blocksize": 0,
             },

@@ -103,10 +103,12 @@ def test_check_dtype_rejects_the_rest(dtype: str) -> None:
 
 
 # ------------------------------------------------ format 2.1.0: codec id + parameters
-@pytest.mark.parametrize("codec", [BlockCodec(), BlockCodec("lz4", 0, False), BlockCodec("zlib", 9, True)])
+@pytest.mark.parametrize(
+    "codec", [BlockCodec(), BlockCodec("lz4", 0, False), BlockCodec("zlib", 9, True), BlockCodec("zstd", 5, 2)]
+)
 def test_codec_record_round_trip(codec: BlockCodec) -> None:
     record = codec.to_dict()
-    assert record == {"id": "blosc", "cname": codec.compression, "clevel": codec.level, "shuffle": int(codec.shuffle)}
+    assert record == {"id": "blosc", "cname": codec.compression, "clevel": codec.level, "shuffle": codec.shuffle}
     assert codec_from_dict(json.loads(json.dumps(record))) == codec
 
 
@@ -114,7 +116,8 @@ def test_codec_record_round_trip(codec: BlockCodec) -> None:
     "record, error, pattern",
     [
         ({"id": "fpzip", "precision": 20}, UnsupportedCodecError, "unknown codec id 'fpzip'"),
-        ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 2}, UnsupportedCodecError, "shuffle 0 .* Got 2"),
+        ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 3}, UnsupportedCodecError, "shuffle 0 .* Got 3"),
+        ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": True}, UnsupportedCodecError, "Got True"),
         (
             {"id": "blosc", "cname": "zstd", "clevel": 5, "blocksize": 0},
             UnsupportedCodecError,
@@ -148,3 +151,24 @@ def test_unknown_compression_lists_only_the_compressors_built_here() -> None:
         BlockCodec("zzz")
     listed = str(e.value).split("[", 1)[1].split("]", 1)[0]
     assert sorted(n.strip(" '") for n in listed.split(",")) == sorted(blosc.list_compressors())
+
+
+# ------------------------------------------------ Blosc bit shuffle (shuffle 2)
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_bit_shuffle_frames_are_plain_blosc(dtype: str) -> None:
+    block = random_block((6, 7, 9), dtype, 3)
+    frame = BlockCodec("zstd", 5, 2).encode(block)
+    assert frame[2] & 0x4  # the Blosc1 header's bit-shuffle flag
+    assert same(BlockCodec.decode(frame, np.dtype(dtype), (6, 7, 9)), block)
+    assert np.frombuffer(Blosc().decode(frame), dtype).reshape(6, 7, 9).tobytes() == block.tobytes()
+
+
+@pytest.mark.parametrize("shuffle, expected", [(True, 1), (False, 0), (0, 0), (1, 1), (2, 2)])
+def test_shuffle_values(shuffle: object, expected: int) -> None:
+    assert BlockCodec("zstd", 5, shuffle).shuffle == expected  # type: ignore[arg-type]  # bools on purpose
+
+
+@pytest.mark.parametrize("shuffle", [3, -1, "bit", None, 1.5])
+def test_bad_shuffle_is_an_error(shuffle: object) -> None:
+    with pytest.raises(ConfigurationError, match="shuffle 0 \\(none\\), 1 \\(byte\\) or 2 \\(bit\\)"):
+        BlockCodec("zstd", 5, shuffle)  # type: ignore[arg-type]  # invalid on purpose

@@ -74,7 +74,7 @@ def test_shuffle_off_and_level_zero(tmp_path: Path) -> None:
     data = random_block((10, 10, 10), "uint32", 4)
     write_volume(tmp_path / "v.blockfs", data, (4, 4, 4), compression="lz4", compression_level=0, shuffle=False)
     d = Directory.open(tmp_path / "v.blockfs")
-    assert d.spec.codec.shuffle is False and d.compression_level == 0
+    assert d.spec.codec.shuffle == 0 and d.compression_level == 0
     assert same(d[:], data)
 
 
@@ -478,3 +478,11 @@ def test_a_2_0_0_volume_takes_blocks_and_is_published_as_the_current_format(tmp_
     sz, sy, sx = new.shape
     expected[z : z + sz, y : y + sy, x : x + sx] = new
     assert same(r[:, :, :], expected)
+
+
+def test_bit_shuffle_volume_round_trip(tmp_path: Path) -> None:
+    data = np.random.default_rng(5).normal(size=(9, 10, 11)).astype(np.float32)
+    write_volume(tmp_path / "v.blockfs", data, (4, 4, 4), shuffle=2)
+    d = Directory.open(tmp_path / "v.blockfs")
+    assert d.spec.codec.to_dict() == {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 2}
+    assert d[:, :, :].tobytes() == data.tobytes()
