@@ -25,11 +25,11 @@ import threading
 import numpy as np
 
 from .atomic import pwrite_all
+from .bytesource import ByteSource, LocalSource
 from .codec import BlockCodec, Codec, checksum
 from .errors import (
     ChecksumError,
     FormatError,
-    MissingFileError,
     TruncatedFileError,
     WriteFailedError,
 )
@@ -207,31 +207,24 @@ process_appenders = _ProcessAppenders()
 
 
 class BlockFileReader:
-    """Reads blocks from a volume's block files: one ``pread`` per block.
+    """Reads blocks from a volume's block files through a :class:`~.bytesource.ByteSource`.
 
-    File descriptors are opened on first use and kept; ``pread`` does not move
-    a shared file position, so threads and forked children can share them.
+    One ``pread`` per block locally (descriptors opened on first use and kept;
+    ``pread`` does not move a shared file position, so threads and forked
+    children can share them), one ranged GET per block remotely. ``paths`` are
+    the block files' paths, or their URLs for a remote source.
     """
 
-    def __init__(self, paths: list[str], verify_checksums: bool) -> None:
+    def __init__(self, paths: list[str], verify_checksums: bool, source: ByteSource | None = None) -> None:
         self.paths = paths
         self.verify_checksums = verify_checksums
-        self._fds: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self.source = source if source is not None else LocalSource()
 
     def fd(self, i: int) -> int:
-        """The read-only descriptor of block file ``i`` (an index into ``paths``), opened on first use."""
-        fd = self._fds.get(i)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(i)
-                if fd is None:
-                    try:
-                        fd = os.open(self.paths[i], os.O_RDONLY)
-                    except FileNotFoundError as e:
-                        raise MissingFileError(f"{self.paths[i]}: block file is missing") from e
-                    self._fds[i] = fd
-        return fd
+        """The read-only descriptor of block file ``i`` (an index into ``paths``), opened on first use (local only)."""
+        if not isinstance(self.source, LocalSource):
+            raise TypeError(f"{self.paths[i]} is read through {type(self.source).__name__}, not a file descriptor")
+        return self.source.fd(self.paths[i])
 
     def read(
         self,
@@ -246,9 +239,21 @@ class BlockFileReader:
 
         ``where`` names the block in errors; ``codec`` is the volume's (Blosc by default).
         """
-        i = int(entry["file"]) - 1
-        offset, size = int(entry["offset"]), int(entry["size"])
-        data = os.pread(self.fd(i), size, offset)
+        i, offset, size = int(entry["file"]) - 1, int(entry["offset"]), int(entry["size"])
+        return self.decode(self.source.read(self.paths[i], offset, size), entry, dtype, shape, where, out, codec)
+
+    def read_frames(self, entries: list[np.void]) -> list[bytes]:
+        """The stored frames of present ``entries`` (concurrently for a remote source), unchecked."""
+        return self.source.read_many(
+            [(self.paths[int(e["file"]) - 1], int(e["offset"]), int(e["size"])) for e in entries]
+        )
+
+    def decode(
+        self, data: bytes, entry: np.void, dtype: np.dtype, shape: ZYX, where: str,
+        out: np.ndarray | None = None, codec: Codec | None = None,
+    ) -> np.ndarray:
+        """Check a frame read for ``entry`` (length, CRC-32C) and decode it with ``codec`` (into ``out`` if given)."""
+        i, offset, size = int(entry["file"]) - 1, int(entry["offset"]), int(entry["size"])
         if len(data) != size:
             raise TruncatedFileError(
                 f"{self.paths[i]}: block file is truncated: {where} needs bytes "
@@ -265,8 +270,5 @@ class BlockFileReader:
             raise FormatError(f"{self.paths[i]}: {where} at offset {offset}: {e}") from e
 
     def close(self) -> None:
-        """Close every open file descriptor."""
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+        """Close every open file descriptor (a remote source holds none)."""
+        self.source.close()

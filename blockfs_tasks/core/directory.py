@@ -36,6 +36,7 @@ from . import format as fmt
 from . import session as sessions
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import BlockFileReader, process_appenders
+from .bytesource import ByteSource, is_remote, join_url, local_path, open_source
 from .codec import Compression, make_codec
 from .encode import as_storable, encode_block
 from .errors import (
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Directory", "as_storable", "resolve_block_path", "volume_files"]
 
 _MODES = ("r", "r+")
+#: Threads reading the blocks of a region of a remote volume: ranged GETs in flight at once.
+REMOTE_READ_THREADS = 32
 
 
 class Directory:
@@ -107,9 +110,14 @@ class Directory:
         codec = make_codec(compression, compression_level, shuffle)
         self._init(fmt.VolumeSpec(grid, dtype, codec, dict(metadata or {})), directory_filename)
 
-    def _init(self, spec: fmt.VolumeSpec, path: str | os.PathLike[str]) -> None:
+    def _init(
+        self, spec: fmt.VolumeSpec, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+    ) -> None:
         self.spec = spec
-        self.directory_filename = os.path.abspath(os.fspath(path))
+        remote = is_remote(path)
+        self.directory_filename = os.fspath(path) if remote else os.path.abspath(local_path(path))
+        self._storage_options = dict(storage_options or {})
+        self._source: ByteSource | None = open_source(os.fspath(path), self._storage_options) if remote else None
         self.version = fmt.VERSION
         self._mode = "new"
         self._owner_pid = os.getpid()
@@ -198,7 +206,19 @@ class Directory:
     def block_filenames(self) -> list[str]:
         """Paths of the block files the directory refers to."""
         self._load()
+        if self._source is not None:
+            return [join_url(self.directory_filename, n) for n in self._block_names]
         return [resolve_block_path(self.directory_filename, n) for n in self._block_names]
+
+    @property
+    def remote(self) -> bool:
+        """True for a volume read through fsspec (``s3://``, ``gs://``, ``http(s)://``): read-only."""
+        return self._source is not None
+
+    @property
+    def byte_source(self) -> ByteSource | None:
+        """The remote byte source the volume is read through, or None for local files (``pread``)."""
+        return self._source
 
     @property
     def index(self) -> np.ndarray:
@@ -232,6 +252,11 @@ class Directory:
         ``create()`` there joins the parent's volume instead of wiping the
         blocks the parent's workers are writing.
         """
+        if self._source is not None:
+            raise ReadOnlyError(
+                f"{self.directory_filename}: remote volumes are read-only; write the volume locally and copy it "
+                f"with blockfs-cp, or write it with the Luigi pipeline's --dest"
+            )
         if _in_spawned_child_bootstrap():
             self._mode, self._owner_pid = "w", os.getppid()
             logger.debug("%s: spawned child joins the parent's volume", self.directory_filename)
@@ -258,8 +283,17 @@ class Directory:
         logger.debug("created %r", self)
 
     @classmethod
-    def open(cls, directory_filename: str | os.PathLike[str], mode: str = "r") -> Directory:
+    def open(
+        cls, directory_filename: str | os.PathLike[str], mode: str = "r", storage_options: dict[str, Any] | None = None
+    ) -> Directory:
         """Open an existing volume, read-only (``"r"``) or to add blocks (``"r+"``).
+
+        ``directory_filename`` may be a URL (``s3://bucket/vol.blockfs``,
+        ``gs://...``, ``https://...``) read through fsspec with
+        ``storage_options`` as they are (``{"endpoint_url": ...}``,
+        ``{"anon": True}``...); a remote volume opens read-only, reads its
+        published directory (never a writer's journals), fetches index pages
+        as blocks are looked up and each block with one ranged GET.
 
         Journals left by a writing session that never closed (a crash) are
         replayed, so every block it committed reads back; ``"r+"`` then takes
@@ -271,7 +305,11 @@ class Directory:
         if mode not in _MODES:
             raise ConfigurationError(f"Invalid mode {mode!r}; expected one of {_MODES}")
         self = cls.__new__(cls)
-        path = os.path.abspath(os.fspath(directory_filename))
+        if is_remote(directory_filename):
+            return cls._open_remote(os.fspath(directory_filename), mode, storage_options)
+        if storage_options:
+            raise ConfigurationError(f"{directory_filename}: storage_options are for URLs (s3://, gs://, https://)")
+        path = os.path.abspath(local_path(directory_filename))
         if mode == "r":
             contents = fmt.read_directory(path)
             self._init(contents.spec, path)
@@ -306,18 +344,31 @@ class Directory:
         self._replay_journal()
         return self
 
+    @classmethod
+    def _open_remote(cls, url: str, mode: str, storage_options: dict[str, Any] | None) -> Directory:
+        if mode != "r":
+            raise ReadOnlyError(f"{url}: remote volumes open read-only (mode 'r'), not {mode!r}")
+        self = cls.__new__(cls)
+        source = open_source(url, storage_options)
+        contents = fmt.read_directory(url, source=source)
+        self._init(contents.spec, url, storage_options)
+        self._source = source
+        self._apply_contents(contents)
+        self._mode = "r"
+        return self
+
     def _apply_contents(self, contents: fmt.DirectoryContents) -> None:
         self.version = contents.version
         self._index = contents.index
         self._block_names = contents.block_files
         self._committed_names = list(contents.block_files)
-        self._reader = BlockFileReader(self.block_filenames, contents.has_checksums)
+        self._reader = BlockFileReader(self.block_filenames, contents.has_checksums, self._source)
 
     def _load(self) -> None:
         """Load the directory (after unpickling, a Directory carries only its spec)."""
         with self._lock:
             if self._index is None:
-                self._apply_contents(fmt.read_directory(self.directory_filename))
+                self._apply_contents(fmt.read_directory(self.directory_filename, source=self._source))
                 self._replay_journal()
             elif self._mode == "w":
                 self._replay_journal()
@@ -329,6 +380,8 @@ class Directory:
         gained since it was last merged are applied, so the index follows the
         order in which this process saw the commits.
         """
+        if self._source is not None:  # a remote reader reads the published directory only
+            return
         with self._lock:
             for journal, entries in self._replay.new_entries():
                 self._merge(entries, journal)
@@ -340,7 +393,7 @@ class Directory:
             return
         self._index, self._block_names = merger.index, merger.block_names
         if self._reader is None:
-            self._reader = BlockFileReader(self.block_filenames, True)
+            self._reader = BlockFileReader(self.block_filenames, True, self._source)
         else:  # names are only appended: open descriptors stay valid for threads reading now
             self._reader.paths = self.block_filenames
 
@@ -480,7 +533,7 @@ class Directory:
             self._pool.shutdown()
             self._pool = None
         if self._index is not None:
-            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1)
+            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1, self._source)
 
     def __enter__(self) -> Directory:
         return self
@@ -501,10 +554,11 @@ class Directory:
             "mode": self._mode,
             "owner": self._owner_pid,
             "version": self.version,
+            "storage_options": self._storage_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._init(state["spec"], state["path"])
+        self._init(state["spec"], state["path"], state.get("storage_options"))
         self._mode, self._owner_pid, self.version = state["mode"], state["owner"], state["version"]
 
     # ----------------------------------------------------------------- read
@@ -520,11 +574,15 @@ class Directory:
     def _read_pool(self) -> ThreadPoolExecutor:
         """The threads that read and decode the blocks of region reads, made on first use.
 
-        More threads than cores: while some wait on a cold ``pread``, others decode.
+        More threads than cores: while some wait on a cold ``pread``, others
+        decode; remotely, enough that many ranged GETs are in flight at once.
         """
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(4 * (os.cpu_count() or 1), thread_name_prefix="blockfs-read")
+                threads = 4 * (os.cpu_count() or 1)
+                if self._source is not None:
+                    threads = max(threads, REMOTE_READ_THREADS)
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blockfs-read")
             return self._pool
 
     def read_block(self, x: int, y: int, z: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -548,7 +606,7 @@ class Directory:
             out.fill(0)
             return out
         if self._reader is None:
-            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1)
+            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1, self._source)
         where = f"block at (x, y, z) = ({x}, {y}, {z})"
         return self._reader.read(entry, self.dtype, shape, where, out, self.spec.codec)
 

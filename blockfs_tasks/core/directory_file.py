@@ -9,11 +9,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .bytesource import ByteSource
 from .checks import check_positive
 from .codec import checksum
 from .errors import CorruptIndexError, FormatError, MissingFileError, TruncatedFileError, UnsupportedVersionError
 from .format_v1 import read_v1
 from .paged_index import PagedIndex, page_checksums
+from .remote_index import RemotePagedIndex, SourceFile
 from .spec import (
     CRC,
     HEADER,
@@ -32,14 +34,21 @@ from .spec import (
     max_frame_size,
     padded_json,
     parse_json,
+    read_array,
     read_exactly,
     read_header,
     stored_int,
 )
 
 
-def read_directory(path: str | os.PathLike[str], mmap_threshold: int | None = None) -> DirectoryContents:
+def read_directory(
+    path: str | os.PathLike[str], mmap_threshold: int | None = None, source: ByteSource | None = None
+) -> DirectoryContents:
     """Read a directory file of any known format version, checking what it can.
+
+    With a remote ``source`` (:mod:`.bytesource`), ``path`` is a URL and a
+    2.1.0 index is fetched page by page as blocks are looked up
+    (:class:`~.remote_index.RemotePagedIndex`); older indexes are fetched whole.
 
     Every byte comes from one open file, so a directory replaced meanwhile is
     never read half old, half new. An index larger than ``mmap_threshold``
@@ -51,7 +60,7 @@ def read_directory(path: str | os.PathLike[str], mmap_threshold: int | None = No
     path = os.fspath(path)
     if mmap_threshold is None:
         mmap_threshold = MMAP_THRESHOLD
-    with _open_directory(path) as f:
+    with _open_directory(path, source) as f:
         size, head, md, index_offset = _read_head(path, f)
         version = md.get("Version")
         if version == VERSION:
@@ -63,7 +72,9 @@ def read_directory(path: str | os.PathLike[str], mmap_threshold: int | None = No
     raise _unknown_version(path, version)
 
 
-def _open_directory(path: str) -> BinaryIO:
+def _open_directory(path: str, source: ByteSource | None = None) -> BinaryIO:
+    if source is not None and source.remote:
+        return SourceFile(source, path)  # type: ignore[return-value]  # the subset of BinaryIO read here
     try:
         return open(path, "rb")
     except FileNotFoundError as e:
@@ -72,7 +83,7 @@ def _open_directory(path: str) -> BinaryIO:
 
 def _read_head(path: str, f: BinaryIO) -> tuple[int, bytes, dict[str, Any], int]:
     """File size, header + JSON bytes, parsed JSON and index offset of an open directory file."""
-    size = os.fstat(f.fileno()).st_size
+    size = f.size if isinstance(f, SourceFile) else os.fstat(f.fileno()).st_size
     head = f.read(HEADER.size)
     md_size, index_offset = read_header(path, head, MAGIC, "blockfs directory file")
     if md_size > size - HEADER.size:
@@ -93,7 +104,7 @@ def _unknown_version(path: str, version: Any) -> UnsupportedVersionError:
         f"{path}: format version {version!r:.40}; this reader knows {', '.join(KNOWN_VERSIONS)}"
     )
 
-def read_spec(path: str | os.PathLike[str]) -> VolumeSpec:
+def read_spec(path: str | os.PathLike[str], source: ByteSource | None = None) -> VolumeSpec:
     """The spec of a directory file, reading only its header and JSON metadata (cheap, bounded).
 
     For 2.1.0 the header CRC-32C is checked; the index is neither read nor
@@ -101,7 +112,7 @@ def read_spec(path: str | os.PathLike[str]) -> VolumeSpec:
     whole: its spec needs the stored entries' layout checked first.
     """
     path = os.fspath(path)
-    with _open_directory(path) as f:
+    with _open_directory(path, source) as f:
         _, head, md, _ = _read_head(path, f)
         version = md.get("Version")
         if version == VERSION:
@@ -110,7 +121,7 @@ def read_spec(path: str | os.PathLike[str]) -> VolumeSpec:
         if version == VERSION_2_0:
             return VolumeSpec.from_dict(md, path)
     if version == VERSION_1:
-        return read_directory(path).spec
+        return read_directory(path, source=source).spec
     raise _unknown_version(path, version)
 
 def _index_size_check(path: str, size: int, index_offset: int, n: int) -> None:
@@ -139,7 +150,8 @@ def _read_v21(
         raise FormatError(f"{path}: the padding after the index page table is not zero")
     page_crcs = np.frombuffer(table, "<u4", count=n_pages)
     return DirectoryContents(
-        VERSION, spec, names, _read_index(path, f, spec, names, index_offset, page_entries, page_crcs, mmap_threshold),
+        VERSION, spec, names,
+        _read_index(path, f, spec, names, index_offset, page_entries, page_crcs, mmap_threshold, paged=True),
         True, True,
     )
 
@@ -167,14 +179,22 @@ def _read_index(
     page_entries: int,
     page_crcs: np.ndarray,
     mmap_threshold: int,
+    paged: bool = False,
 ) -> np.ndarray | PagedIndex:
-    """Read and check a 2.x index, or map it for checking page by page (sizes already checked)."""
+    """Read and check a 2.x index, or map it for checking page by page (sizes already checked).
+
+    ``paged``: the CRCs are 2.1.0's per page, so a remote index can be fetched page by page.
+    """
     n = spec.grid.n_blocks
-    if n * INDEX_DTYPE.itemsize > mmap_threshold:
+    if isinstance(f, SourceFile) and paged:  # 2.1.0 remote: each page fetched and checked when first used
+        return RemotePagedIndex(
+            f.source, path, index_offset, n, page_entries, page_crcs, len(names), max_frame_size(spec), f.prefix
+        )
+    if n * INDEX_DTYPE.itemsize > mmap_threshold and not isinstance(f, SourceFile):
         mapped = np.memmap(f, INDEX_DTYPE, mode="r", offset=index_offset, shape=(n,))
         return PagedIndex(path, mapped, page_entries, page_crcs, len(names), max_frame_size(spec))
     f.seek(index_offset)
-    index = np.fromfile(f, INDEX_DTYPE, count=n)
+    index = read_array(f, INDEX_DTYPE, n)
     if len(index) != n:
         raise TruncatedFileError(f"{path}: the index is cut short")
     checked = PagedIndex(path, index, page_entries, page_crcs, len(names), max_frame_size(spec))

@@ -106,3 +106,7 @@ class BadRequestError(BlockfsError, ValueError):
 
 class MissingDependencyError(MissingLibraryError):
     """An optional Python package that is not installed; the message names the pip extra to install."""
+
+
+class RemoteReadError(BlockfsError, OSError):
+    """A remote volume (s3://, gs://, http(s)://) whose object could not be read: the message names URL and range."""

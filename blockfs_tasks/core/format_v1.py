@@ -21,6 +21,7 @@ from .spec import (
     dtype_from_name,
     max_frame_size,
     metadata_errors,
+    read_array,
 )
 
 _V1_INDEX_ALLOWANCE = 64 << 20  # a 1.0.0 grid may need this much index beyond 16 x its stored entries
@@ -85,7 +86,7 @@ def read_v1(path: str, f: BinaryIO, size: int, md: dict[str, Any], index_offset:
             f"refusing to index a grid that much larger than its file"
         )
     f.seek(index_offset)
-    raw = np.fromfile(f, np.uint8, count=n_stored * entry_size).reshape(-1, entry_size)
+    raw = read_array(f, np.dtype(np.uint8), n_stored * entry_size).reshape(-1, entry_size)
     value = np.zeros(len(raw), np.uint64)
     for b in range(entry_size):
         value |= raw[:, b].astype(np.uint64) << np.uint64(8 * b)

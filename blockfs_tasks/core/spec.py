@@ -197,6 +197,16 @@ def read_exactly(f: BinaryIO, n: int, path: str, what: str) -> bytes:
         raise TruncatedFileError(f"{path}: {what} is cut short ({len(data)} of {n} bytes)")
     return data
 
+def read_array(f: BinaryIO, dtype: np.dtype, count: int) -> np.ndarray:
+    """Up to ``count`` items of ``dtype`` from ``f``'s position: ``np.fromfile`` for a real file, else via bytes."""
+    try:
+        f.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+        data = f.read(count * dtype.itemsize)
+        return np.frombuffer(data[: len(data) - len(data) % dtype.itemsize], dtype).copy()
+    return np.fromfile(f, dtype, count=count)
+
+
 def stored_int(path: str, md: dict[str, Any], key: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """The integer ``md[key]`` of a stored header, within [minimum, maximum]; else a FormatError naming ``path``."""
     try:

@@ -14,7 +14,6 @@ Chunk indexes are (z, y, x) block numbers, like the arrays.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,7 +85,7 @@ class LevelChunks:
         # The first chunk number along each axis whose block is truncated (grid size if none).
         self._first_edge = tuple(s // c for s, c in zip(self.shape, self.chunk_shape, strict=True))
         # Only its descriptors are used (frames are checked here against the frame's CRC, not decoded).
-        self._reader = BlockFileReader(self.paths, self.verify)
+        self._reader = BlockFileReader(self.paths, self.verify, directory.byte_source)
 
     def locate(self, chunk: ZYX) -> Frame | None:
         """The stored frame of a chunk, or None for a block never written (zarr's fill value)."""
@@ -109,8 +108,8 @@ class LevelChunks:
 
     def read_frame(self, frame: Frame) -> bytes:
         """The stored bytes of a frame, checked against the index's CRC-32C when the format has one."""
-        data = os.pread(self._reader.fd(frame.file), frame.size, frame.offset)
         path = self.paths[frame.file]
+        data = self._reader.source.read(path, frame.offset, frame.size)  # pread, or one ranged GET remotely
         if len(data) != frame.size:
             raise TruncatedFileError(
                 f"{path}: block file is truncated: a frame needs bytes "
