@@ -26,14 +26,16 @@ one process. This package never imports luigi.
 Where things are: :mod:`.planning` (levels, level specs, batches of blocks;
 pure arithmetic), :mod:`.reduce` (mean / mode downsampling of arrays and
 blocks), :mod:`.layout` (the :class:`Pyramid` folder, its ``info``, level 0
-placement, the batches of a planned level) and
-:mod:`.build` (:func:`build_level`, :func:`build_pyramid`). Every public name
+placement, the batches of a planned level),
+:mod:`.groups` (several levels from one read of their base: :func:`plan_groups`,
+:func:`downsample_group_batch`) and :mod:`.build` (:func:`build_level`, :func:`build_pyramid`). Every public name
 is importable from ``blockfs_tasks.pyramid``.
 """
 
 from __future__ import annotations
 
 from .build import build_level, build_pyramid
+from .groups import LevelGroup, downsample_group_batch, group_batches, group_of, plan_groups
 from .layout import (
     INFO_NAME,
     LAYER_TYPES,
@@ -77,20 +79,25 @@ __all__ = [
     "REDUCERS",
     "XYZ",
     "BlockWriter",
+    "LevelGroup",
     "Level",
     "Pyramid",
     "build_level",
     "build_pyramid",
     "downsample_batch",
     "downsample_block",
+    "downsample_group_batch",
     "downsample_mean",
     "downsample_mode",
+    "group_batches",
+    "group_of",
     "is_pyramid",
     "level_batches",
     "level_key",
     "level_spec",
     "place_level0",
     "plan_downsample_batches",
+    "plan_groups",
     "plan_levels",
     "plan_pyramid",
     "prepare_pyramid",

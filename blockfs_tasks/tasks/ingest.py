@@ -112,9 +112,13 @@ class BuildVolume(luigi.Task):
         """The directory file; an existing file that is not the planned volume raises, never counts as done."""
         return VolumeTarget(self.dest, self.volume_spec)
 
+    def batch_numbers(self) -> list[int]:
+        """The batches merged: those of the required batch tasks."""
+        return [t.batch for t in luigi.task.flatten(self.requires()) if isinstance(t, BlockBatchTask)]
+
     def run(self) -> None:
         dest = os.path.abspath(self.dest)
-        batches = [t for t in luigi.task.flatten(self.requires()) if isinstance(t, BlockBatchTask)]
+        batches = self.batch_numbers()
         sweep_temporaries(dest)
         progress = TaskProgress(self, f"merging {len(batches)} fragments")
         done = 0
@@ -124,7 +128,7 @@ class BuildVolume(luigi.Task):
             done += n
             progress(done, len(batches))
 
-        n = build_directory(dest, self.volume_spec(), [t.batch for t in batches], merged)
+        n = build_directory(dest, self.volume_spec(), batches, merged)
         progress.finish(f"{n} blocks indexed")
 
 

@@ -1,15 +1,19 @@
-"""Pyramid tasks: level k+1 from level k in checkpointed batches, then the ``info`` file.
+"""Pyramid tasks: groups of levels from one read of their base, in checkpointed batches, then the ``info``.
 
 ``Downsample --out myvol`` turns a volume (``--volume``, or the one
 ``BuildDirectory`` builds) into the multi-level layout of
-:mod:`blockfs_tasks.pyramid` (``myvol/info``, ``myvol/1_1_1/...``): one
-``DownsampleBatch`` per batch of a level, one ``BuildLevel`` per level, and
-the ``info`` file, written last, as the pipeline's final target.
+:mod:`blockfs_tasks.pyramid` (``myvol/info``, ``myvol/1_1_1/...``). The
+levels are cut into groups (:func:`~blockfs_tasks.pyramid.plan_groups`): one
+``DownsampleBatch`` reads a part of a group's base level once and writes one
+batch (block file + fragment) of *every* level of the group; one
+``BuildLevel`` per level merges its batches; the ``info`` file, written last,
+is the pipeline's final target.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from functools import cached_property
 from typing import Any
 
@@ -18,18 +22,25 @@ import luigi
 from ..core.batch import BatchWriter
 from ..core.format import VolumeSpec, read_spec
 from ..pyramid import (
+    LevelGroup,
     Pyramid,
-    downsample_batch,
-    level_batches,
+    downsample_group_batch,
+    group_batches,
+    group_of,
     level_spec,
+    plan_groups,
     plan_pyramid,
     prepare_pyramid,
     write_pyramid_info,
 )
+from .config import io_resources
 from .export import FromVolume
-from .ingest import _PLANNED, BlockBatchTask, BuildVolume
-from .progress import running
-from .targets import PyramidInfoTarget, VolumeTarget
+from .ingest import _PLANNED, BuildVolume
+from .progress import TaskProgress
+from .targets import BatchTarget, PyramidInfoTarget, VolumeTarget
+
+REGION_MB = 64  # base-level MiB per read: 256^3 uint16 -> two levels of 64^3 blocks per read
+MIN_TASKS = 8  # tasks per group when it has the blocks: both workers busy to the end
 
 
 class pyramid(luigi.Config):  # lower case: named after its luigi.cfg section
@@ -59,10 +70,19 @@ class _PyramidPlan(luigi.Task):
     resolution_nm = luigi.ListParameter(**_PLANNED, description="Voxel size [x, y, z] of level 0 in nm.")
     max_levels = luigi.IntParameter(**_PLANNED, description="Most levels; 0 = until one block.")
     blocks_per_batch = luigi.IntParameter(**_PLANNED, description="Output blocks per batch task.")
+    region_mb = luigi.IntParameter(**_PLANNED, default=REGION_MB, description="MiB of base level per read.")
+    min_tasks = luigi.IntParameter(**_PLANNED, default=MIN_TASKS, description="Least tasks per group.")
 
     def plan_params(self) -> dict[str, Any]:
-        names = ("level0", "out", "mode", "resolution_nm", "max_levels", "blocks_per_batch")
+        names = ("level0", "out", "mode", "resolution_nm", "max_levels", "blocks_per_batch", "region_mb", "min_tasks")
         return {name: getattr(self, name) for name in names}
+
+    @cached_property
+    def groups(self) -> list[LevelGroup]:
+        return plan_groups(self.plan, self.region_mb << 20, self.min_tasks)
+
+    def batches_of(self, group: LevelGroup) -> list[list[tuple[int, int, int]]]:
+        return group_batches(self.plan, group, self.blocks_per_batch, self.min_tasks)
 
     @cached_property
     def plan(self) -> Pyramid:
@@ -85,30 +105,61 @@ class PlaceLevel0(_PyramidPlan):
         prepare_pyramid(self.plan, self.level0, "link")
 
 
-class DownsampleBatch(_PyramidPlan, BlockBatchTask):
-    """One batch of blocks of level ``level`` (>= 1), computed from level ``level - 1``."""
+class DownsampleBatch(_PyramidPlan):
+    """Batch ``batch`` of every level of the group whose top is ``level``, from one read of the group's base.
 
-    level = luigi.IntParameter(description="Pyramid level written, >= 1.")
+    Complete when each level's fragment of this batch is published; a rerun
+    after a crash rewrites them all (the same bytes: the work is deterministic).
+    """
+
+    level = luigi.IntParameter(description="Top level of the group written, >= 1.")
+    batch = luigi.IntParameter(description="Batch number: block file <level>.blockfs.<batch> of each level.")
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]  # luigi declares resources a plain attribute
+        return io_resources()
+
+    @property
+    def group(self) -> LevelGroup:
+        return group_of(self.groups, self.level)
 
     def requires(self) -> luigi.Task:
-        if self.level == 1:
+        base = self.group.base
+        if base == 0:
             return PlaceLevel0(**self.plan_params())
-        return BuildLevel(**self.plan_params(), dest=self.plan.path(self.level - 1), level=self.level - 1)
+        return BuildLevel(**self.plan_params(), dest=self.plan.path(base), level=base)
 
-    def volume_spec(self) -> VolumeSpec:
-        return self.spec_of(self.level)
+    def batch_extent(self, level: int) -> dict[str, Any]:
+        group = self.group
+        return {"level": level, "group": [group.base, group.top], "batch": self.batch,
+                "blocks_per_batch": self.blocks_per_batch, "region_mb": self.region_mb,
+                "min_tasks": self.min_tasks, "mode": self.mode}
 
-    def batch_extent(self) -> dict[str, Any]:
-        return {"level": self.level, "batch": self.batch, "blocks_per_batch": self.blocks_per_batch, "mode": self.mode}
+    def output(self) -> list[BatchTarget]:
+        return [
+            BatchTarget(self.plan.path(level), self.batch, self.spec_of(level), self.batch_extent(level))
+            for level in self.group.levels
+        ]
 
     def run(self) -> None:
-        origins = level_batches(self.plan, self.level, self.blocks_per_batch)[self.batch]
-        task = running(self)
-        task.set_status_message(f"level {self.level}: {len(origins)} blocks")
-        spec = self.volume_spec()
-        with BatchWriter(os.path.abspath(self.dest), spec, self.batch, self.batch_extent()) as writer:
-            downsample_batch(self.plan.open(self.level - 1), spec, writer, origins, self.plan.mode)
-        task.set_progress_percentage(100)
+        group = self.group
+        origins = self.batches_of(group)[self.batch]
+        progress = TaskProgress(self, f"levels {group.base + 1}-{group.top}: {len(origins)} regions")
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(done, len(origins))
+
+        specs = [self.spec_of(level) for level in group.levels]
+        with ExitStack() as stack:
+            writers = [
+                stack.enter_context(BatchWriter(self.plan.path(level), spec, self.batch, self.batch_extent(level)))
+                for level, spec in zip(group.levels, specs, strict=True)
+            ]
+            written = downsample_group_batch(self.plan.open(group.base), specs, writers, origins, self.plan.mode, step)
+        progress.finish(f"{sum(written)} blocks written")
 
 
 class BuildLevel(_PyramidPlan, BuildVolume):
@@ -117,19 +168,30 @@ class BuildLevel(_PyramidPlan, BuildVolume):
     level = luigi.IntParameter(description="Pyramid level, >= 1.")
 
     def requires(self) -> list[DownsampleBatch]:
-        n = len(level_batches(self.plan, self.level, self.blocks_per_batch))
-        return [
-            DownsampleBatch(**self.plan_params(), dest=self.dest, level=self.level, batch=b) for b in range(n)
-        ]
+        group = group_of(self.groups, self.level)
+        n = len(self.batches_of(group))
+        return [DownsampleBatch(**self.plan_params(), level=group.top, batch=b) for b in range(n)]
 
     def volume_spec(self) -> VolumeSpec:
         return self.spec_of(self.level)
+
+    def batch_numbers(self) -> list[int]:
+        return [t.batch for t in self.requires()]
 
 
 class Downsample(FromVolume):
     """Build the whole pyramid of a volume; the target is the pyramid's ``info`` file."""
 
     out = luigi.PathParameter(description="Folder of the pyramid (myvol/info, myvol/1_1_1/...).")
+    region_mb = luigi.IntParameter(
+        default=REGION_MB, significant=False,
+        description="MiB of a base level one DownsampleBatch reads at a time: it writes every level whose blocks "
+        "fit in that region from one read (a task holds about 2.5x this).",
+    )
+    min_tasks = luigi.IntParameter(
+        default=MIN_TASKS, significant=False,
+        description="Split a group of levels into at least this many tasks when it has the blocks (busy workers).",
+    )
 
     def requires(self) -> luigi.Task:
         return self.volume_task()
@@ -139,7 +201,7 @@ class Downsample(FromVolume):
         return {
             "level0": os.path.abspath(self.volume_path()), "out": os.path.abspath(self.out), "mode": config.mode,
             "resolution_nm": list(config.resolution_nm), "max_levels": config.max_levels,
-            "blocks_per_batch": config.blocks_per_batch,
+            "blocks_per_batch": config.blocks_per_batch, "region_mb": self.region_mb, "min_tasks": self.min_tasks,
         }
 
     def output(self) -> PyramidInfoTarget:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,21 @@ def luigi_env(config: Path) -> dict[str, str]:
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(config))
     env.pop("PYTHONWARNINGS", None)
     return env
+
+
+def kill_when(args: list[str], env: dict[str, str], condition: Callable[[], bool], timeout: float = 120) -> None:
+    """Start a run and SIGKILL its whole process group as soon as ``condition()`` holds (kill on progress)."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition() and proc.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail("kill point never reached")
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def free_port() -> int:

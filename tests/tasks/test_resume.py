@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 from blockfs_tasks.core import Directory
 
+from .conftest import kill_when as kill_run_when
 from .conftest import luigi_command, luigi_env, write_config
 
 SOURCE = "synthetic:256x384x384"  # 8 z rows of 32^3 blocks: 8 batches of ~0.2 s
@@ -44,18 +43,7 @@ def fragments(dest: Path) -> list[str]:
 
 def kill_when(dest: Path, cfg: Path, condition, timeout: float = 120) -> None:
     """Start a run and SIGKILL its whole process group as soon as ``condition()`` holds."""
-    proc = subprocess.Popen(run_args(dest), env=luigi_env(cfg), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while not condition() and proc.poll() is None:
-            if time.monotonic() > deadline:
-                pytest.fail("kill point never reached")
-            time.sleep(0.005)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_run_when(run_args(dest), luigi_env(cfg), condition, timeout)
 
 
 @pytest.fixture(scope="module")
