@@ -295,6 +295,10 @@ class Directory:
         published directory (never a writer's journals), fetches index pages
         as blocks are looked up and each block with one ranged GET.
 
+        ``"vol.blockfs@REF"`` opens a version (a tag, a branch or a unique
+        commit-id prefix, see :mod:`.versions`) read-only, at the cost of
+        opening the working volume.
+
         Journals left by a writing session that never closed (a crash) are
         replayed, so every block it committed reads back; ``"r+"`` then takes
         over that session, and its ``close()`` commits those blocks too.
@@ -310,6 +314,13 @@ class Directory:
         if storage_options:
             raise ConfigurationError(f"{directory_filename}: storage_options are for URLs (s3://, gs://, https://)")
         path = os.path.abspath(local_path(directory_filename))
+        if "@" in os.path.basename(path) and not os.path.exists(path):  # "vol.blockfs@REF": a version
+            from .versions import version_path
+
+            volume, ref = path.rsplit("@", 1)
+            if mode != "r":
+                raise ReadOnlyError(f"{path}: a version of a volume is read-only; open it with mode 'r'")
+            path = version_path(volume, ref)
         if mode == "r":
             contents = fmt.read_directory(path)
             self._init(contents.spec, path)
@@ -646,6 +657,39 @@ class Directory:
             lambda entry, origin, out: self._read_block(entry, *origin, out),
             self._read_pool,
         )
+
+    # ------------------------------------------------------------- versions
+    def commit(self, message: str, author: str | None = None) -> str:
+        """Commit the volume as published onto its checked-out branch; return the commit id.
+
+        Refused while a writing session is open (this one included): a
+        session's blocks are a consistent state only after ``close()``.
+        """
+        from .versions import commit_working
+
+        self._check_not_writing("commit")
+        return commit_working(self.directory_filename, message, author)
+
+    def delete(self, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> int:
+        """Clear a block-aligned (x, y, z) voxel box of the published volume: its blocks read as zeros.
+
+        Returns the number of blocks that were present; their space comes back
+        at the next compaction (once no commit points at them). Refused while
+        a writing session is open.
+        """
+        from .versions import delete_region
+
+        self._check_not_writing("delete blocks")
+        count = delete_region(self.directory_filename, x0, x1, y0, y1, z0, z1)
+        self._index = None  # reload the new directory on the next read
+        return count
+
+    def _check_not_writing(self, what: str) -> None:
+        if self._mode == "w":
+            raise VolumeInUseError(
+                f"{self.directory_filename}: cannot {what} while this writing session is open; close() it first"
+            )
+
 
 def _in_spawned_child_bootstrap() -> bool:
     """True while a spawned child re-imports the main script (multiprocessing's own test).

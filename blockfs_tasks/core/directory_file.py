@@ -124,6 +124,19 @@ def read_spec(path: str | os.PathLike[str], source: ByteSource | None = None) ->
         return read_directory(path, source=source).spec
     raise _unknown_version(path, version)
 
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole JSON metadata of a directory file (header only; for 2.1.0 its CRC-32C is checked).
+
+    Commit files keep their commit record here (key ``Commit``, see :mod:`.format`).
+    """
+    path = os.fspath(path)
+    with _open_directory(path) as f:
+        _, head, md, _ = _read_head(path, f)
+        if md.get("Version") == VERSION:
+            _check_head_crc(path, f, head)
+        return md
+
+
 def _index_size_check(path: str, size: int, index_offset: int, n: int) -> None:
     expected = index_offset + n * INDEX_DTYPE.itemsize
     if size < expected:

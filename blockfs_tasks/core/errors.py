@@ -110,3 +110,22 @@ class MissingDependencyError(MissingLibraryError):
 
 class RemoteReadError(BlockfsError, OSError):
     """A remote volume (s3://, gs://, http(s)://) whose object could not be read: the message names URL and range."""
+
+
+class VersionConflictError(BlockfsError, RuntimeError):
+    """A commit whose changed blocks overlap those of a commit that got onto the branch first.
+
+    The message names the block positions (x, y, z origins) both changed.
+    """
+
+
+class RefError(BlockfsError, LookupError):
+    """A tag, branch or commit id that does not exist, is ambiguous, or already exists."""
+
+
+class DirtyVolumeError(VolumeBusyError):
+    """A checkout that would drop uncommitted blocks of the working volume."""
+
+
+class PunchHoleUnsupportedError(BlockfsError, OSError):
+    """A filesystem that cannot punch holes in a file (``fallocate`` PUNCH_HOLE), so compaction cannot reclaim."""

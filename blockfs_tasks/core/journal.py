@@ -22,7 +22,7 @@ import numpy as np
 from .atomic import fsync_folder, pwrite_all, temporary_name
 from .errors import VolumeBusyError
 from .fragment import Fragment, read_fragment
-from .naming import block_file_number, journal_name, journal_number, legacy_journal_name, volume_files
+from .naming import block_file_number, fragment_name, journal_name, journal_number, legacy_journal_name, volume_files
 from .spec import VolumeSpec
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ def torn_block_files(directory_path: str, old_names: set[str], entries: np.ndarr
         number = block_file_number(directory_path, path)
         if number is None or os.path.basename(path) in old_names:
             continue
+        if os.path.exists(fragment_name(directory_path, number)):
+            continue  # a batch's block file (complete once its fragment is), not this session's
         size = os.path.getsize(path)
         if size > ends.get(number, 0):
             torn.append(f"{path}: {size - ends.get(number, 0)} uncommitted bytes at the end")

@@ -7,6 +7,9 @@ For the directory file ``vol.blockfs``:
 - its journal (live writer): ``vol.blockfs.<k>.journal``
 - the journal shared by the live writers before format 2.1: ``vol.blockfs.journal``
 - the writing session: ``vol.blockfs.session``
+- a commit (an immutable directory file, see :mod:`.versions`): ``vol.blockfs.commit-<id>``
+- generation ``g`` of a branch or tag: ``vol.blockfs.refs/heads/<name>/<g>`` or ``.../tags/<name>/<g>``
+- what the working volume has checked out: ``vol.blockfs.HEAD``
 - a temporary file of any of them: ``<path>.tmp-<host>-<token>-<pid>`` (see :mod:`.atomic`)
 
 Names only: nothing here writes a file (:func:`volume_files` lists a folder).
@@ -21,6 +24,10 @@ FRAGMENT_SUFFIX = ".fragment"
 JOURNAL_SUFFIX = ".journal"
 SESSION_SUFFIX = ".session"
 TEMP_MARKER = ".tmp-"
+COMMIT_MARKER = ".commit-"
+REFS_SUFFIX = ".refs"
+HEAD_SUFFIX = ".HEAD"
+GENERATION_DIGITS = 12
 
 
 def block_file_name(directory_path: str, number: int) -> str:
@@ -99,3 +106,37 @@ def resolve_block_path(directory_path: str, name: str) -> str:
     if os.path.exists(name):
         return name
     return os.path.join(folder, os.path.basename(name))
+
+
+def commit_file_name(directory_path: str, commit_id: str) -> str:
+    """Path of commit ``commit_id`` of the volume: beside it, so its block file names resolve unchanged."""
+    return f"{directory_path}{COMMIT_MARKER}{commit_id}"
+
+
+def commit_id_of(directory_path: str, name: str) -> str | None:
+    """The id of a commit file name ``<directory name>.commit-<id>``, or None for any other name."""
+    prefix = os.path.basename(directory_path) + COMMIT_MARKER
+    if not name.startswith(prefix) or TEMP_MARKER in name:
+        return None
+    commit_id = name[len(prefix) :]
+    return commit_id if re.fullmatch(r"[0-9a-f]{40}", commit_id) else None
+
+
+def refs_folder(directory_path: str) -> str:
+    """The folder holding the volume's branches and tags."""
+    return f"{directory_path}{REFS_SUFFIX}"
+
+
+def ref_folder(directory_path: str, kind: str, name: str) -> str:
+    """The folder of one ref (``kind`` "heads" or "tags"): one file per generation."""
+    return os.path.join(refs_folder(directory_path), kind, name)
+
+
+def ref_generation_name(directory_path: str, kind: str, name: str, generation: int) -> str:
+    """Path of generation ``generation`` of a ref; the newest generation is the ref's value."""
+    return os.path.join(ref_folder(directory_path, kind, name), f"{generation:0{GENERATION_DIGITS}d}")
+
+
+def head_state_name(directory_path: str) -> str:
+    """Path of the file naming the working volume's branch and the commit it was last in step with."""
+    return f"{directory_path}{HEAD_SUFFIX}"

@@ -58,8 +58,19 @@ def volume_info(path: str) -> dict[str, Any]:
         "raw_bytes": raw,
         "compression_ratio": round(raw / stored, 3) if stored else None,
         "block_files": d.block_filenames,
+        **_space(d),
         "metadata": d.metadata,
     }
+
+
+def _space(d: Directory) -> dict[str, Any]:
+    """Live and dead bytes of the block files (:mod:`.versions.space`); none for a format 1.0.0 volume."""
+    if d.version == fmt.VERSION_1:
+        return {}
+    from .versions import space_usage
+
+    space = space_usage(d.directory_filename)
+    return {"live_bytes": space.live_bytes, "dead_bytes": space.dead_bytes, "commits": space.commits_live}
 
 
 def _raw_bytes(d: Directory, positions: np.ndarray) -> int:

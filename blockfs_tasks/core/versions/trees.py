@@ -1,0 +1,127 @@
+"""A tree: the index of one state of a volume (working or committed), compared and combined by numpy.
+
+A tree is what a directory file indexes: one entry per block position and
+the block file names the entries' ``file`` numbers point into. Two trees can
+name their block files in different orders, so they are compared on
+(block file name, offset, size, CRC-32C), never on raw file numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import format as fmt
+from ..directory_file import read_metadata
+
+# read every index whole (and check every page) instead of mapping it: version operations touch every entry
+_NO_MMAP = 1 << 62
+
+
+@dataclass
+class Tree:
+    """One state of a volume: its spec, block file names (relative) and index (``INDEX_DTYPE``)."""
+
+    spec: fmt.VolumeSpec
+    names: list[str]
+    index: np.ndarray
+
+    @classmethod
+    def empty(cls, spec: fmt.VolumeSpec) -> Tree:
+        return cls(spec, [], np.zeros(spec.grid.n_blocks, fmt.INDEX_DTYPE))
+
+    def copy(self) -> Tree:
+        return Tree(self.spec, list(self.names), self.index.copy())
+
+
+def load_tree(path: str) -> Tree:
+    """The tree of a directory or commit file (every index page checked)."""
+    contents = fmt.read_directory(path, mmap_threshold=_NO_MMAP)
+    return Tree(contents.spec, list(contents.block_files), np.asarray(contents.index))
+
+
+def _name_ids(names: list[str], table: dict[str, int]) -> np.ndarray:
+    """Map file numbers (0 = absent, 1 + i) of a tree to ids in a shared ``table`` of names (0 = absent)."""
+    ids = np.zeros(len(names) + 1, np.uint32)
+    for i, name in enumerate(names):
+        ids[i + 1] = table.setdefault(name, len(table) + 1)
+    return ids
+
+
+def changed_positions(a: Tree, b: Tree) -> np.ndarray:
+    """Block positions whose entry differs between two trees of the same grid, ascending."""
+    table: dict[str, int] = {}
+    ids_a, ids_b = _name_ids(a.names, table), _name_ids(b.names, table)
+    fa, fb = ids_a[a.index["file"]], ids_b[b.index["file"]]
+    differ = fa != fb
+    present = (fa != 0) | (fb != 0)
+    for column in ("offset", "size", "crc32c"):
+        differ |= (a.index[column] != b.index[column]) & present
+    return np.flatnonzero(differ)
+
+
+def same_entries(a: Tree, b: Tree, positions: np.ndarray) -> np.ndarray:
+    """For each of ``positions``, True if both trees hold the same block there."""
+    table: dict[str, int] = {}
+    ids_a, ids_b = _name_ids(a.names, table), _name_ids(b.names, table)
+    ea, eb = a.index[positions], b.index[positions]
+    fa, fb = ids_a[ea["file"]], ids_b[eb["file"]]
+    same = fa == fb
+    present = fa != 0
+    for column in ("offset", "size", "crc32c"):
+        same &= (ea[column] == eb[column]) | ~present
+    result: np.ndarray = np.asarray(same, bool)
+    return result
+
+
+def overlay(base: Tree, top: Tree, positions: np.ndarray) -> Tree:
+    """``base`` with ``top``'s entries at ``positions`` (block file names merged, unused ones dropped)."""
+    out = base.copy()
+    slot = {name: i + 1 for i, name in enumerate(out.names)}
+    remap = np.zeros(len(top.names) + 1, np.uint32)
+    for i, name in enumerate(top.names):
+        if name not in slot:
+            out.names.append(name)
+            slot[name] = len(out.names)
+        remap[i + 1] = slot[name]
+    entries = top.index[positions]
+    entries["file"] = remap[entries["file"]]
+    out.index[positions] = entries
+    return drop_unused_names(out)
+
+
+def drop_unused_names(tree: Tree) -> Tree:
+    """The tree without block file names no entry points into (renumbering the entries)."""
+    used = np.unique(tree.index["file"][tree.index["file"] > 0])
+    if len(used) == len(tree.names):
+        return tree
+    remap = np.zeros(len(tree.names) + 1, np.uint32)
+    remap[used] = np.arange(1, len(used) + 1, dtype=np.uint32)
+    tree.index["file"] = remap[tree.index["file"]]
+    tree.names = [tree.names[i - 1] for i in used]
+    return tree
+
+
+def frames_by_file(tree: Tree, folder: str) -> dict[str, np.ndarray]:
+    """Absolute block file path -> (offset, size) rows of the frames the tree references."""
+    out: dict[str, np.ndarray] = {}
+    files = tree.index["file"]
+    present = np.flatnonzero(files)
+    if len(present) == 0:
+        return out
+    entries = tree.index[present]
+    order = np.argsort(entries["file"], kind="stable")
+    entries = entries[order]
+    bounds = np.flatnonzero(np.diff(entries["file"])) + 1
+    for chunk in np.split(entries, bounds):
+        name = tree.names[int(chunk["file"][0]) - 1]
+        rows = np.stack([chunk["offset"].astype(np.uint64), chunk["size"].astype(np.uint64)], axis=1)
+        out[os.path.join(folder, name)] = rows
+    return out
+
+
+def is_commit_file(path: str) -> bool:
+    """True if a directory file carries a commit record."""
+    return "Commit" in read_metadata(path)
