@@ -245,6 +245,9 @@ def test_info_fields_v2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "raw_bytes": 50 * 40 * 30 * 2,
         "compression_ratio": round(50 * 40 * 30 * 2 / stored, 3),
         "block_files": [f"{src}.0", f"{src}.1"],
+        "live_bytes": stored,
+        "dead_bytes": 0,
+        "commits": 0,
         "metadata": {"voxel_um": [1, 1, 2]},
     }
     assert info_main([str(src)]) == 0
