@@ -237,24 +237,37 @@ BLOSC_ID = "blosc"
 _BLOSC_PARAMETERS = {"id", "cname", "clevel", "shuffle"}
 
 
-def make_codec(compression: str | Compression = "zstd", level: int = 5, shuffle: Any = 1) -> Codec:
+def make_codec(
+    compression: str | Compression = "zstd",
+    level: int | None = None,
+    shuffle: Any = 1,
+    bitround_keepbits: int | None = None,
+) -> Codec:
     """The codec a user names: a Blosc compressor or a float codec of :mod:`.codecs`.
 
-    ``level`` is the Blosc level or the float codec's level (0-9 for Blosc;
-    see each codec); ``shuffle`` applies to Blosc only.
+    ``level`` is the Blosc level (0-9, default 5) or the float codec's (pcodec
+    0-12, default 8; fpzip and kempressed have none and ignore it);
+    ``shuffle`` applies to Blosc only. ``bitround_keepbits`` puts the lossy
+    BitRound filter (float data, that many mantissa bits) before the codec.
     """
     if isinstance(compression, Compression):
         compression = compression.name
+    codec: Codec
     if isinstance(compression, str) and compression not in Compression.__members__:
         from .codecs import registry
 
-        if compression in registry.CODECS:
-            made: Codec = registry.CODECS[compression].from_level(level)
-            return made
-        raise ConfigurationError(
-            f"Expected a compression in {known_compressions()}. Got {short_repr(compression)} instead."
-        )
-    return BlockCodec(compression, level, shuffle)
+        if compression not in registry.CODECS:
+            raise ConfigurationError(
+                f"Expected a compression in {known_compressions()}. Got {short_repr(compression)} instead."
+            )
+        codec = registry.CODECS[compression].from_level(level)
+    else:
+        codec = BlockCodec(compression, 5 if level is None else level, shuffle)
+    if bitround_keepbits is not None:
+        from .codecs.bitround import BitRound
+
+        codec = BitRound(codec, bitround_keepbits)
+    return codec
 
 
 def known_compressions() -> list[str]:
@@ -268,12 +281,33 @@ def codec_from_dict(record: Any) -> Codec:
     """The codec of a format 2.1.0 ``Codec`` record, or raise naming what is unknown.
 
     Raises :class:`UnsupportedCodecError` for a codec id (or a parameter) this
-    reader does not know, :class:`FormatError` for a record that is not one.
+    reader does not know, :class:`FormatError` for a record that is not one,
+    or whose "loss" is not the bound its parameters give (a lossy codec's
+    record must carry it; a lossless one's has none).
     """
     if not isinstance(record, dict) or not isinstance(record.get("id"), str):
         raise FormatError(
             f"Expected the codec as a JSON object with a string \"id\". Got {short_repr(record)} instead."
         )
+    codec = _codec_of(record)
+    if "bitround_keepbits" in record:
+        from .codecs.bitround import BitRound
+
+        try:
+            codec = BitRound(codec, record["bitround_keepbits"])
+        except ConfigurationError as e:
+            raise FormatError(f"codec {record['id']!r}: {e}") from e
+    if record.get("loss", {}) != codec.loss:
+        raise FormatError(
+            f"codec {record['id']!r}: the record says the loss is {short_repr(record.get('loss'))}, "
+            f"its parameters give {codec.loss}"
+        )
+    return codec
+
+
+def _codec_of(record: dict[str, Any]) -> Codec:
+    """The codec of a record's id and parameters, its loss bound and BitRound aside."""
+    record = {k: v for k, v in record.items() if k not in ("loss", "bitround_keepbits")}
     codec_id = record["id"]
     if codec_id != BLOSC_ID:
         from .codecs import registry

@@ -83,12 +83,16 @@ class Directory:
         "snappy") or a :class:`Compression`; or a float codec ("fpzip",
         "pcodec", "kempressed"; see :mod:`.codecs`).
     compression_level
-        Blosc level, 0-9 (or the float codec's level).
+        Blosc level, 0-9 (default 5), or the float codec's (pcodec 0-12,
+        default 8; fpzip and kempressed have none).
     metadata
         The application's own JSON-serializable dictionary, kept in the directory.
     shuffle
         Blosc shuffle: 1 or True byte (the default; it helps integer images a
         lot), 2 bit, 0 or False none.
+    bitround_keepbits
+        Opt-in lossy rounding of float data to that many mantissa bits before
+        the codec (relative error <= 2**-(keepbits + 1), kept in the codec record).
     """
 
     def __init__(
@@ -102,12 +106,13 @@ class Directory:
         y_block_size: int = 64,
         z_block_size: int = 64,
         compression: str | Compression = "zstd",
-        compression_level: int = 5,
+        compression_level: int | None = None,
         metadata: dict[str, Any] | None = None,
         shuffle: bool | int = True,
+        bitround_keepbits: int | None = None,
     ) -> None:
         grid = BlockGrid((x_extent, y_extent, z_extent), (x_block_size, y_block_size, z_block_size))
-        codec = make_codec(compression, compression_level, shuffle)
+        codec = make_codec(compression, compression_level, shuffle, bitround_keepbits)
         self._init(fmt.VolumeSpec(grid, dtype, codec, dict(metadata or {})), directory_filename)
 
     def _init(

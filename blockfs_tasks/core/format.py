@@ -36,11 +36,30 @@ Directory file, version 2.1.0::
 
     JSON keys: Version "2.1.0"; XExtent, YExtent, ZExtent; XBlockSize,
     YBlockSize, ZBlockSize; DType (numpy name; data are little-endian);
-    Codec (the codec's id and parameters: {"id": "blosc", "cname": "zstd" |
-    "lz4" | "lz4hc" | "blosclz" | "zlib" | "snappy", "clevel": 0-9,
-    "shuffle": 0 none | 1 byte | 2 bit}); BlockFiles (paths relative to the directory file's
-    folder, usually bare names); IndexPageEntries (E, 4096 when written);
-    Metadata (the application's own dict).
+    Codec (the codec's id and parameters, see below); BlockFiles (paths
+    relative to the directory file's folder, usually bare names);
+    IndexPageEntries (E, 4096 when written); Metadata (the application's
+    own dict).
+
+    Codec records (each block file frame is one frame of the codec):
+        {"id": "blosc", "cname": "zstd" | "lz4" | "lz4hc" | "blosclz" |
+            "zlib" | "snappy", "clevel": 0-9, "shuffle": 0 none | 1 byte |
+            2 bit}: a Blosc1 frame
+        {"id": "fpzip"}: an fpzip frame (lossless, precision 0) of the
+            C-ordered (z, y, x) block: header (nx, ny, nz, nf) = (x, y, z, 1)
+        {"id": "pcodec", "level": 0-12}: a pcodec standalone frame of the
+            flattened block (what numcodecs' and zarr's pcodec read)
+        {"id": "kempressed", "loss": {"max_abs_error_eps": 1}}: an fpzip
+            frame of (block + 2.0) as C order (z, 1, y, x), for data in
+            [0, 1]; CloudVolume's kempressed chunk (x, y, 1, z)
+        fpzip, pcodec and kempressed store float32 and float64 only.
+        Any record may add "bitround_keepbits": N (float data were rounded
+        to N mantissa bits before the codec; frames are the codec's own).
+        "loss" is the bound of a lossy record and required in it (absent
+        when lossless): "max_abs_error_eps" (absolute, in machine epsilons
+        of the dtype) and "max_rel_error" (2**-(N+1) for BitRound: of
+        max(|value|, the dtype's smallest normal)); both add. A reader
+        checks "loss" against the parameters.
 
     A reader checks the header CRC before it trusts a key, and names an
     unknown Version or codec id. An index of up to 64 MiB is read and every

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
+from .codecs import describe_loss
 from .directory import Directory
 from .errors import BlockfsError
 from .grid import XYZ
@@ -34,7 +35,7 @@ def checks_of(version: str) -> str:
 
 
 def volume_info(path: str) -> dict[str, Any]:
-    """Format version, what it checks, extents, dtype, block size, codec, blocks present, bytes, ratio."""
+    """Format version, what it checks, extents, dtype, block size, codec and its loss bound, blocks, bytes, ratio."""
     d = Directory.open(path)
     index = d.index
     present = index["file"] != 0
@@ -52,6 +53,7 @@ def volume_info(path: str) -> dict[str, Any]:
         "compression": d.compression,
         "compression_level": d.compression_level,
         "shuffle": d.spec.codec.shuffle,
+        "loss_bound": describe_loss(d.spec.codec, d.dtype),
         "blocks_present": int(present.sum()),
         "blocks_total": d.grid.n_blocks,
         "stored_bytes": stored,

@@ -115,7 +115,7 @@ def test_codec_record_round_trip(codec: BlockCodec) -> None:
 @pytest.mark.parametrize(
     "record, error, pattern",
     [
-        ({"id": "fpzip", "precision": 20}, UnsupportedCodecError, "unknown codec id 'fpzip'"),
+        ({"id": "zfp", "rate": 8}, UnsupportedCodecError, "unknown codec id 'zfp'"),
         ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 3}, UnsupportedCodecError, "shuffle 0 .* Got 3"),
         ({"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": True}, UnsupportedCodecError, "Got True"),
         (

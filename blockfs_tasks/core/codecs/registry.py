@@ -6,9 +6,10 @@ from typing import Any
 
 from ..codec import Codec, short_repr
 from ..errors import UnsupportedCodecError
+from .floats import FpzipCodec, KempressedCodec, PcodecCodec
 
 # name (= codec id) -> codec class; each has from_level(level) and from_record(record).
-CODECS: dict[str, Any] = {}
+CODECS: dict[str, Any] = {c.id: c for c in (FpzipCodec, PcodecCodec, KempressedCodec)}
 
 
 def from_dict(record: dict[str, Any]) -> Codec:
