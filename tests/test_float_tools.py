@@ -7,20 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from core.test_directory import write_volume
 
 from blockfs_tasks.cli import info_main
-from blockfs_tasks.core import Directory
 
 
 def make_float(path: Path, **codec: object) -> np.ndarray:
     """A 20 x 18 x 13 (z, y, x) float32 volume in 8-voxel blocks, values in [0, 1)."""
     data = np.random.default_rng(7).random((20, 18, 13)).astype(np.float32)
-    d = Directory(13, 18, 20, np.float32, path, 8, 8, 8, **codec)  # type: ignore[arg-type]  # codec keywords
-    d.create()
-    for x, y, z in d.grid.origins():
-        sz, sy, sx = d.get_block_size(x, y, z)
-        d.write_block(data[z : z + sz, y : y + sy, x : x + sx], x, y, z)
-    d.close()
+    write_volume(path, data, (8, 8, 8), **codec)
     return data
 
 

@@ -91,43 +91,49 @@ def _fpzip_decode(data: bytes, what: str) -> np.ndarray:
         raise FormatError(f"corrupt {what} frame ({len(data)} bytes): {e}") from e
 
 
+class _FloatCodec:
+    """What the float codecs share: float dtypes only, a frame bound; without levels unless overridden."""
+
+    id: ClassVar[str]
+    shuffle: ClassVar[int] = 0
+
+    @classmethod
+    def from_level(cls, level: int | None) -> Any:
+        """The codec; it has no levels, ``level`` is ignored."""
+        return cls()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Any:
+        """The codec of ``{"id": id}`` (and its "loss", checked by the caller)."""
+        _exact_params(record, set())
+        return cls()
+
+    def check_dtype(self, dtype: np.dtype) -> None:
+        """float32 and float64 only."""
+        check_float_dtype(self.id, dtype)
+
+    @staticmethod
+    def max_frame_size(nbytes: int) -> int:
+        """The frame of incompressible data is a little larger than the data."""
+        return nbytes + nbytes // 8 + 1024
+
+
 @dataclass(frozen=True)
-class FpzipCodec:
+class FpzipCodec(_FloatCodec):
     """Lossless fpzip (precision 0); it has no levels."""
 
     id: ClassVar[str] = "fpzip"
     compression: ClassVar[str] = "fpzip"
     level: ClassVar[int] = 0
-    shuffle: ClassVar[int] = 0
-
-    @classmethod
-    def from_level(cls, level: int | None) -> FpzipCodec:
-        """fpzip has no levels: ``level`` is ignored."""
-        return cls()
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FpzipCodec:
-        """The codec of ``{"id": "fpzip"}``."""
-        _exact_params(record, set())
-        return cls()
 
     @property
     def loss(self) -> dict[str, float]:
         """Lossless."""
         return {}
 
-    def check_dtype(self, dtype: np.dtype) -> None:
-        """float32 and float64 only."""
-        check_float_dtype(self.id, dtype)
-
     def to_dict(self) -> dict[str, Any]:
         """``{"id": "fpzip"}``."""
         return {"id": self.id}
-
-    @staticmethod
-    def max_frame_size(nbytes: int) -> int:
-        """fpzip's frame of incompressible data is a little larger than the data."""
-        return nbytes + nbytes // 8 + 1024
 
     def encode(self, array: np.ndarray) -> bytes:
         """One fpzip frame of a (z, y, x) block."""
@@ -145,12 +151,11 @@ class FpzipCodec:
 
 
 @dataclass(frozen=True)
-class PcodecCodec:
+class PcodecCodec(_FloatCodec):
     """Lossless pcodec, levels 0-12 (numcodecs' default 8)."""
 
     id: ClassVar[str] = "pcodec"
     compression: ClassVar[str] = "pcodec"
-    shuffle: ClassVar[int] = 0
     level: int = 8
 
     def __post_init__(self) -> None:
@@ -175,18 +180,9 @@ class PcodecCodec:
         """Lossless."""
         return {}
 
-    def check_dtype(self, dtype: np.dtype) -> None:
-        """float32 and float64 only."""
-        check_float_dtype(self.id, dtype)
-
     def to_dict(self) -> dict[str, Any]:
         """``{"id": "pcodec", "level": level}``."""
         return {"id": self.id, "level": self.level}
-
-    @staticmethod
-    def max_frame_size(nbytes: int) -> int:
-        """pcodec's frame of incompressible data is a little larger than the data."""
-        return nbytes + nbytes // 8 + 1024
 
     def encode(self, array: np.ndarray) -> bytes:
         """One pcodec standalone frame of the flattened block."""
@@ -220,42 +216,21 @@ class PcodecCodec:
 
 
 @dataclass(frozen=True)
-class KempressedCodec:
+class KempressedCodec(_FloatCodec):
     """CloudVolume's kempressed: fpzip of (data + 2.0), z as fpzip's field axis; data in [0, 1] only."""
 
     id: ClassVar[str] = "kempressed"
     compression: ClassVar[str] = "kempressed"
     level: ClassVar[int] = 0
-    shuffle: ClassVar[int] = 0
-
-    @classmethod
-    def from_level(cls, level: int | None) -> KempressedCodec:
-        """kempressed has no levels: ``level`` is ignored."""
-        return cls()
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> KempressedCodec:
-        """The codec of ``{"id": "kempressed", "loss": {"max_abs_error_eps": 1}}``."""
-        _exact_params(record, set())
-        return cls()
 
     @property
     def loss(self) -> dict[str, float]:
         """At most one machine epsilon of the volume's dtype, absolute."""
         return {"max_abs_error_eps": 1}
 
-    def check_dtype(self, dtype: np.dtype) -> None:
-        """float32 and float64 only."""
-        check_float_dtype(self.id, dtype)
-
     def to_dict(self) -> dict[str, Any]:
         """The id and its loss bound."""
         return {"id": self.id, "loss": self.loss}
-
-    @staticmethod
-    def max_frame_size(nbytes: int) -> int:
-        """As fpzip's."""
-        return FpzipCodec.max_frame_size(nbytes)
 
     def encode(self, array: np.ndarray) -> bytes:
         """One kempressed frame; ConfigurationError for values outside [0, 1] or NaN."""
