@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.codec import BlockCodec
+from ..core.codec import BlockCodec, Codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
@@ -85,7 +85,7 @@ class BatchPlan:
         }
 
 
-def plan_volume(source: Source, block_xyz: Sequence[int], codec: BlockCodec | None = None) -> VolumeSpec:
+def plan_volume(source: Source, block_xyz: Sequence[int], codec: Codec | None = None) -> VolumeSpec:
     """The volume ``source`` becomes: its shape and dtype, blocks of ``block_xyz`` voxels (XYZ order), ``codec``.
 
     Reads nothing: an open source already knows its shape and dtype.

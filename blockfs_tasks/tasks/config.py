@@ -21,12 +21,20 @@ class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
     compression = luigi.Parameter(
         default="zstd",
         description="Blosc compressor: zstd, lz4, lz4hc, blosclz, zlib "
-        "(snappy only where Blosc was built with it).",
+        "(snappy only where Blosc was built with it); for float volumes also fpzip, pcodec (lossless) "
+        "or kempressed (data in [0, 1], at most one machine epsilon off).",
     )
-    compression_level = luigi.IntParameter(default=5, description="Blosc compression level, 0-9.")
+    compression_level = luigi.IntParameter(
+        default=5, description="Blosc compression level, 0-9 (pcodec 0-12; fpzip and kempressed have none)."
+    )
     shuffle = luigi.BoolParameter(
         default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="Blosc byte shuffle.",
+    )
+    bitround_keepbits = luigi.OptionalIntParameter(
+        default=None,
+        description="Lossy, float volumes only: round to this many mantissa bits before compressing "
+        "(relative error <= 2**-(N+1), recorded in the volume); empty = off.",
     )
     io_resource = luigi.Parameter(
         default="",

@@ -26,7 +26,7 @@ from luigi.freezing import recursively_unfreeze
 
 from ..core.atomic import sweep_temporaries
 from ..core.batch import build_directory
-from ..core.codec import BlockCodec
+from ..core.codec import make_codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..ingest.planning import BatchPlan, plan_batches, plan_volume
@@ -194,7 +194,7 @@ class BuildDirectory(BuildVolume):
         """The planned volume: the source's shape and dtype (one header read), the [blockfs] format."""
         config = blockfs()
         bz = config.z_block_size or config.block_size
-        codec = BlockCodec(config.compression, config.compression_level, config.shuffle)
+        codec = make_codec(config.compression, config.compression_level, config.shuffle, config.bitround_keepbits)
         with open_source(self.source) as src:
             if self.extent_xyz:
                 x, y, z = self.extent_xyz

@@ -57,6 +57,7 @@ def spec_differences(have: VolumeSpec, want: VolumeSpec) -> list[str]:
         ("compression", have.codec.compression, want.codec.compression),
         ("compression level", have.codec.level, want.codec.level),
         ("shuffle", have.codec.shuffle, want.codec.shuffle),
+        ("loss bound", have.codec.loss, want.codec.loss),  # BitRound's keepbits
     ]
     return [f"{name} {a} (planned {b})" for name, a, b in fields if a != b]
 
