@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .core.errors import BlockfsError
+from .core.errors import BlockfsError, ConfigurationError
 
 if TYPE_CHECKING:  # imported where used: a console script starts without them
     from tqdm import tqdm
@@ -118,12 +118,33 @@ def mv_main(args: argparse.Namespace) -> int:
     return 0
 
 
-@_entry(_mv_parser("blockfs-cp", "Copy"))
+def _cp_parser() -> argparse.ArgumentParser:
+    from .cli_codecs import add_codec_arguments
+
+    p = _mv_parser("blockfs-cp", "Copy")()
+    add_codec_arguments(p, "With --compression, every block is re-encoded into a new volume (else copied as is).")
+    p.add_argument("--silent", action="store_true", help="No progress bar (re-encoding).")
+    return p
+
+
+@_entry(_cp_parser)
 def cp_main(args: argparse.Namespace) -> int:
-    """blockfs-cp <src> <dest>"""
+    """blockfs-cp <src> <dest> [--compression NAME ...]"""
+    from .cli_codecs import codec_options_given
+    from .core.codecs.recode import recode_volume
     from .core.relocate import copy_volume
 
-    print(copy_volume(args.source, args.dest_directory, move=False))
+    if args.compression is None:
+        if codec_options_given(args):
+            raise ConfigurationError("--compression-level, --shuffle and --bitround-keepbits need --compression")
+        print(copy_volume(args.source, args.dest_directory, move=False))
+        return 0
+    bar = _progress(None, args.silent, "block")
+    try:
+        print(recode_volume(args.source, args.dest_directory, args.compression, args.compression_level,
+                            args.shuffle, args.bitround_keepbits, progress=bar.update))
+    finally:
+        bar.close()
     return 0
 
 
@@ -435,7 +456,6 @@ def _serve_parser() -> argparse.ArgumentParser:
 @_entry(_serve_parser, resumable=False)
 def serve_main(args: argparse.Namespace) -> int:
     """blockfs-serve <volume> | --static DIR [--host H] [--port N]: prints the URLs, serves until Ctrl-C."""
-    from .core.errors import ConfigurationError
     from .serve import link
 
     base = args.neuroglancer or link.NEUROGLANCER
