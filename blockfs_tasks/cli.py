@@ -503,6 +503,9 @@ def _precomputed_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     p.add_argument("--gzip", action="store_true", help="Gzip chunks (<chunk>.gz files, or gzip shard encodings).")
     p.add_argument("--sharded", action="store_true", help="Write neuroglancer_uint64_sharded_v1 shard files.")
+    p.add_argument("--encoding", choices=("raw", "fpzip", "kempressed"), default="raw",
+                   help="Chunk encoding: raw (default; Neuroglancer, tensorstore), or CloudVolume's fpzip or "
+                   "kempressed for float volumes (CloudVolume only; fpzip volumes' frames are copied as they are).")
     p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
     return p
@@ -518,7 +521,8 @@ def precomputed_main(args: argparse.Namespace) -> int:
     bar = _progress(count_chunks(source), args.silent, "chunk")
     try:
         write_static_precomputed(
-            source, args.out_folder, args.gzip, args.sharded, n_threads=args.n_workers, progress=bar.update
+            source, args.out_folder, args.gzip, args.sharded, n_threads=args.n_workers, progress=bar.update,
+            encoding=args.encoding,
         )
     finally:
         bar.close()

@@ -253,6 +253,15 @@ class BlockFileReader:
         out: np.ndarray | None = None, codec: Codec | None = None,
     ) -> np.ndarray:
         """Check a frame read for ``entry`` (length, CRC-32C) and decode it with ``codec`` (into ``out`` if given)."""
+        self.check(data, entry, where)
+        i, offset = int(entry["file"]) - 1, int(entry["offset"])
+        try:
+            return (codec or BlockCodec()).decode(data, dtype, shape, out)
+        except FormatError as e:
+            raise FormatError(f"{self.paths[i]}: {where} at offset {offset}: {e}") from e
+
+    def check(self, data: bytes, entry: np.void, where: str) -> None:
+        """Raise unless ``data`` is the whole frame of ``entry`` and matches its CRC-32C (when the format has one)."""
         i, offset, size = int(entry["file"]) - 1, int(entry["offset"]), int(entry["size"])
         if len(data) != size:
             raise TruncatedFileError(
@@ -264,10 +273,6 @@ class BlockFileReader:
                 f"{self.paths[i]}: {where} at offset {offset}: checksum mismatch "
                 f"(stored bytes are corrupt)"
             )
-        try:
-            return (codec or BlockCodec()).decode(data, dtype, shape, out)
-        except FormatError as e:
-            raise FormatError(f"{self.paths[i]}: {where} at offset {offset}: {e}") from e
 
     def close(self) -> None:
         """Close every open file descriptor (a remote source holds none)."""

@@ -36,7 +36,8 @@ import numpy as np
 
 from ..core.atomic import write_atomically
 from ..core.parallel import bounded_map
-from .precomputed import PrecomputedVolume, Scale, chunk_bytes, open_precomputed
+from .encodings import chunk_encoder
+from .precomputed import PrecomputedVolume, Scale, open_precomputed
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +151,13 @@ def _export_unsharded(
     gzip: bool,
     n_threads: int,
     progress: Callable[[int], None] | None,
+    encoding: str = "raw",
 ) -> int:
-    d = scale.directory
+    encode = chunk_encoder(scale.directory, encoding)
 
     def export(item: tuple[str, tuple[int, int, int]]) -> None:
         name, (x, y, z) = item
-        data = chunk_bytes(d.read_block(x, y, z))
+        data = encode(x, y, z)
         if gzip:
             _write_file(os.path.join(folder, name + ".gz"), gzip_module.compress(data, compresslevel=6, mtime=0))
         else:
@@ -170,9 +172,11 @@ def _export_unsharded(
 
 
 def _export_sharded(
-    scale: Scale, folder: str, sharding: Sharding, n_threads: int, progress: Callable[[int], None] | None
+    scale: Scale, folder: str, sharding: Sharding, n_threads: int, progress: Callable[[int], None] | None,
+    encoding: str = "raw",
 ) -> int:
     d = scale.directory
+    encode = chunk_encoder(d, encoding)
     grid_xyz = tuple(reversed(d.grid.grid_shape))
     block_xyz = d.grid.block_xyz
     shards: dict[int, list[tuple[int, tuple[int, int, int]]]] = defaultdict(list)
@@ -183,7 +187,7 @@ def _export_sharded(
     def export(shard: int) -> int:
         chunks = {}
         for chunk_id, (x, y, z) in shards[shard]:
-            data = chunk_bytes(d.read_block(x, y, z))
+            data = encode(x, y, z)
             chunks[chunk_id] = gzip_module.compress(data, compresslevel=6, mtime=0) if sharding.gzip else data
         _write_file(os.path.join(folder, sharding.shard_file(shard)), encode_shard(chunks, sharding))
         return len(chunks)
@@ -205,6 +209,7 @@ def write_static_precomputed(
     resolution_nm_xyz: Sequence[float] | None = None,
     n_threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    encoding: str = "raw",
 ) -> dict[str, Any]:
     """Write ``info`` and every chunk present of a volume or pyramid under ``out_folder``; return the info.
 
@@ -224,6 +229,9 @@ def write_static_precomputed(
         Threads reading, encoding and writing chunks (default: one per core).
     progress
         Called with the number of chunks written, as they are.
+    encoding
+        "raw" (what Neuroglancer and tensorstore read), or CloudVolume's
+        "fpzip" or "kempressed" for float volumes (see :mod:`.encodings`).
     """
     source = (
         volume_or_pyramid
@@ -234,14 +242,16 @@ def write_static_precomputed(
     info = source.info()
     os.makedirs(out_folder, exist_ok=True)
     for scale, scale_info in zip(source.scales, info["scales"], strict=True):
+        chunk_encoder(scale.directory, encoding)  # an encoding the volume cannot have fails before any write
+        scale_info["encoding"] = encoding
         folder = os.path.join(out_folder, scale.key)
         os.makedirs(folder, exist_ok=True)
         if sharded:
             sharding = default_sharding(tuple(reversed(scale.directory.grid.grid_shape)), gzip)
             scale_info["sharding"] = sharding.to_json()
-            n = _export_sharded(scale, folder, sharding, threads, progress)
+            n = _export_sharded(scale, folder, sharding, threads, progress, encoding)
         else:
-            n = _export_unsharded(source, scale, folder, gzip, threads, progress)
+            n = _export_unsharded(source, scale, folder, gzip, threads, progress, encoding)
         logger.info("scale %s: %d chunks written to %s", scale.key, n, folder)
     _write_file(os.path.join(out_folder, "info"), json.dumps(info, indent=1).encode("utf-8"))
     return info

@@ -26,11 +26,12 @@ ABSENT_XYZ = (16, 16, 8)  # level-0 block never written
 
 
 def write_volume(
-    path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], absent: set[tuple[int, int, int]]
+    path: Path, data: np.ndarray, block_xyz: tuple[int, int, int], absent: set[tuple[int, int, int]],
+    compression: str = "zstd",
 ) -> Directory:
     """A volume holding ``data`` (z, y, x), except the blocks at ``absent`` origins."""
     z, y, x = data.shape
-    d = Directory(x, y, z, data.dtype, str(path), *block_xyz)
+    d = Directory(x, y, z, data.dtype, str(path), *block_xyz, compression=compression)
     d.create()
     for ox, oy, oz in d.grid.origins():
         if (ox, oy, oz) in absent:
