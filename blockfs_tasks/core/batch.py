@@ -124,10 +124,20 @@ def batch_complete(
     path = fragment_name(os.path.abspath(directory_path), number)
     if not os.path.exists(path):
         return False
-    if spec is None:
-        return True
+    return spec is None or fragment_matches(lambda: read_fragment_header(path), spec, batch)
+
+
+def fragment_matches(
+    header: Callable[[], tuple[fmt.VolumeSpec, dict[str, Any] | None]],
+    spec: fmt.VolumeSpec,
+    batch: dict[str, Any] | None,
+) -> bool:
+    """True if the fragment whose ``header()`` gives (spec, "Batch") was written for ``spec`` and ``batch``.
+
+    An unreadable header (``FormatError``, ``OSError``) is not a match.
+    """
     try:
-        got_spec, got_batch = read_fragment_header(path)
+        got_spec, got_batch = header()
     except (FormatError, OSError):
         return False
     return got_spec.same_volume(spec) and (batch is None or got_batch == json.loads(json.dumps(batch)))

@@ -112,6 +112,17 @@ def read_fragment(path: str, strict: bool = True) -> Fragment:
             data = f.read()
     except FileNotFoundError as e:
         raise MissingFileError(f"{path}: no such fragment file") from e
+    return parse_fragment(path, data, strict)
+
+
+def fragment_batch(path: str, data: bytes) -> tuple[VolumeSpec, dict[str, Any] | None]:
+    """The volume spec and "Batch" of the fragment whose bytes (its header at least) are ``data``."""
+    spec, md, _ = _fragment_head(path, data)
+    return spec, md.get("Batch")
+
+
+def parse_fragment(path: str, data: bytes, strict: bool = True) -> Fragment:
+    """A fragment from its bytes (read from a file, or an object store's object named ``path``)."""
     spec, _, start = _fragment_head(path, data)
     body = data[start:]
     tail = len(body) % ENTRY_DTYPE.itemsize

@@ -15,7 +15,6 @@ A user pipeline writes straight into blockfs by subclassing
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Any, cast
@@ -26,6 +25,7 @@ from luigi.freezing import recursively_unfreeze
 
 from ..core.atomic import sweep_temporaries
 from ..core.batch import build_directory
+from ..core.bytesource import is_remote
 from ..core.codec import make_codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
@@ -34,6 +34,14 @@ from ..ingest.sources import Source, check_extent, open_source
 from ..ingest.write import batch_blocks, write_batch_blocks
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
+from .remote import (
+    RemoteBatchTarget,
+    RemoteVolumeTarget,
+    VolumeParameter,
+    build_remote_volume,
+    local_or_url,
+    write_remote_batch,
+)
 from .targets import BatchTarget, VolumeTarget
 
 logger = logging.getLogger(__name__)
@@ -47,7 +55,7 @@ class BlockBatchTask(luigi.Task):
     fragment (the target) only when all of them are durable.
     """
 
-    dest = luigi.PathParameter(description="Directory file of the volume being written.")
+    dest = VolumeParameter(description="Directory file of the volume being written (or s3://..., gs://...).")
     batch = luigi.IntParameter(description="Batch number: this task writes block file <dest>.<batch>.")
 
     n_threads = 1  # threads compressing blocks
@@ -71,8 +79,11 @@ class BlockBatchTask(luigi.Task):
         """What this batch covers, recorded in its fragment; None if it never changes."""
         return None
 
-    def output(self) -> BatchTarget:
-        return BatchTarget(os.path.abspath(self.dest), self.batch, self.volume_spec(), self.batch_extent())
+    def output(self) -> BatchTarget | RemoteBatchTarget:
+        dest = local_or_url(self.dest)
+        if is_remote(dest):
+            return RemoteBatchTarget(dest, self.batch, self.volume_spec(), self.batch_extent())
+        return BatchTarget(dest, self.batch, self.volume_spec(), self.batch_extent())
 
     def report_progress(self, done: int, total: int, status: str | None = None) -> None:
         """Show ``done`` of ``total`` units of work (and ``status``) in the scheduler UI.
@@ -88,9 +99,10 @@ class BlockBatchTask(luigi.Task):
         progress(done, total)
 
     def run(self) -> None:
-        dest = os.path.abspath(self.dest)
+        dest = local_or_url(self.dest)
         self._progress = TaskProgress(self, f"batch {self.batch}: starting")
-        n = write_batch_blocks(dest, self.volume_spec(), self.batch, self.blocks(), self.batch_extent(), self.n_threads)
+        write = write_remote_batch if is_remote(dest) else write_batch_blocks
+        n = write(dest, self.volume_spec(), self.batch, self.blocks(), self.batch_extent(), self.n_threads)
         self._progress.finish(f"{n} blocks written")
         logger.info("%s: batch %d wrote %d blocks", dest, self.batch, n)
 
@@ -102,14 +114,16 @@ class BuildVolume(luigi.Task):
     pipeline costs one stat.
     """
 
-    dest = luigi.PathParameter(description="Directory file of the volume to build.")
+    dest = VolumeParameter(description="Directory file of the volume to build (or s3://..., gs://...).")
 
     def volume_spec(self) -> VolumeSpec:
         """The volume's grid, dtype and codec."""
         raise NotImplementedError
 
-    def output(self) -> VolumeTarget:
+    def output(self) -> VolumeTarget | RemoteVolumeTarget:
         """The directory file; an existing file that is not the planned volume raises, never counts as done."""
+        if is_remote(local_or_url(self.dest)):
+            return RemoteVolumeTarget(local_or_url(self.dest), self.volume_spec)
         return VolumeTarget(self.dest, self.volume_spec)
 
     def batch_numbers(self) -> list[int]:
@@ -117,9 +131,10 @@ class BuildVolume(luigi.Task):
         return [t.batch for t in luigi.task.flatten(self.requires()) if isinstance(t, BlockBatchTask)]
 
     def run(self) -> None:
-        dest = os.path.abspath(self.dest)
+        dest = local_or_url(self.dest)
         batches = self.batch_numbers()
-        sweep_temporaries(dest)
+        if not is_remote(dest):
+            sweep_temporaries(dest)
         progress = TaskProgress(self, f"merging {len(batches)} fragments")
         done = 0
 
@@ -128,7 +143,8 @@ class BuildVolume(luigi.Task):
             done += n
             progress(done, len(batches))
 
-        n = build_directory(dest, self.volume_spec(), batches, merged)
+        build = build_remote_volume if is_remote(dest) else build_directory
+        n = build(dest, self.volume_spec(), batches, merged)
         progress.finish(f"{n} blocks indexed")
 
 
