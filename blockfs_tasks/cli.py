@@ -73,6 +73,10 @@ def _entry(
             args = parser.parse_args(argv)
             logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
             try:
+                if getattr(args, "storage_options", None):
+                    from .cli_remote import apply_storage_options
+
+                    apply_storage_options(args)
                 return run(args)
             except (BlockfsError, OSError) as e:
                 print(f"{parser.prog}: error: {e}", file=sys.stderr)
@@ -85,6 +89,13 @@ def _entry(
         return main
 
     return wrap
+
+
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    """``--storage-options JSON`` for a tool that reads volumes (see :mod:`.cli_remote`)."""
+    from .cli_remote import add_storage_options
+
+    add_storage_options(p)
 
 
 def _progress(total: int | None, silent: bool, unit: str) -> tqdm:
@@ -170,8 +181,9 @@ def rebase_main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------- info / verify
 def _info_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blockfs-info", description="Describe a blockfs volume.")
-    p.add_argument("blockfs_file", help="The directory file of the volume.")
+    p.add_argument("blockfs_file", help="The directory file of the volume (a path, or s3://, gs://, https:// URL).")
     p.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    _remote_options(p)
     return p
 
 
@@ -195,9 +207,11 @@ def _verify_parser() -> argparse.ArgumentParser:
         description="Recompute every checksum of a volume (header, metadata, index pages, blocks) "
         "and decode every block.",
     )
-    p.add_argument("blockfs_file", help="The directory file of the volume.")
-    p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
+    p.add_argument("blockfs_file", help="The directory file of the volume (a path, or s3://, gs://, https:// URL).")
+    p.add_argument("--n-workers", type=positive_int, default=None,
+                   help="Threads (default: one per core; 32 for a remote volume).")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
+    _remote_options(p)
     return p
 
 
@@ -292,6 +306,7 @@ def _hdf5_parser() -> argparse.ArgumentParser:
         "--progress-lines", action="store_true",
         help="Also print 'progress DONE TOTAL' lines (chunks) on stdout at each whole percent, for a parent process.",
     )
+    _remote_options(p)
     return p
 
 
@@ -403,6 +418,7 @@ def _pyramid_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-workers", type=positive_int, default=None, help="Threads (default: one per core).")
     p.add_argument("--overwrite", action="store_true", help="Replace a finished pyramid in out_folder.")
     p.add_argument("--silent", action="store_true", help="No progress bar.")
+    _remote_options(p)
     return p
 
 
@@ -450,6 +466,7 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="gzip level for clients that accept it, 0 = off (default: 1).")
     p.add_argument("--neuroglancer", default=None, metavar="URL",
                    help="Neuroglancer to link to (default: https://neuroglancer-demo.appspot.com).")
+    _remote_options(p)
     return p
 
 
@@ -553,7 +570,9 @@ def _plane_export_parser(prog: str, what: str, example: str) -> argparse.Argumen
         epilog="Each file is written under a temporary name and renamed into place, so a file at a "
         "plane's path is always complete. Missing folders are created.",
     )
-    p.add_argument("--input", required=True, help="The directory file (.blockfs) of the volume.")
+    p.add_argument("--input", required=True,
+                   help="The directory file (.blockfs) of the volume (a path, or s3://, gs://, https:// URL).")
+    _remote_options(p)
     p.add_argument(
         "--output-pattern", required=True,
         help=f"Output path with a %%d field for the plane number, e.g. {example.replace('%', '%%')}."

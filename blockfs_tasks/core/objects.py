@@ -52,9 +52,11 @@ class ObjectStore:
         protocol = url_protocol(url)
         if protocol is None:
             raise ConfigurationError(f"{url} is not a URL of an object store (s3://, gs://)")
-        if protocol in ("http", "https"):
-            raise ConfigurationError(f"{url}: a web server is read-only; write to s3:// or gs:// instead")
         return cls(protocol, dict(storage_options or {}))
+
+    def _check_writable(self, url: str) -> None:
+        if self.protocol in ("http", "https"):
+            raise ConfigurationError(f"{url}: a web server is read-only; write to s3:// or gs:// instead")
 
     def __post_init__(self) -> None:
         self.source = FsspecSource(self.protocol, self.storage_options)
@@ -102,6 +104,7 @@ class ObjectStore:
 
     def put(self, local: str, url: str, crc: int | None = None) -> None:
         """Upload ``local`` as the object ``url`` (its CRC-32C in the object's metadata)."""
+        self._check_writable(url)
         crc = file_crc32c(local) if crc is None else crc
         tag = f"{crc:08x}"
         kwargs: dict[str, Any] = {}
@@ -117,6 +120,7 @@ class ObjectStore:
 
     def put_bytes(self, data: bytes, url: str) -> None:
         """Write ``data`` as the object ``url`` in one request (small objects: the directory, fragments)."""
+        self._check_writable(url)
         crc = google_crc32c.value(data)
         kwargs: dict[str, Any] = {}
         if self.protocol in ("s3", "s3a"):

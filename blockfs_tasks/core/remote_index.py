@@ -146,6 +146,12 @@ class RemotePagedIndex(PagedIndex):
                 with self._fetch_lock:
                     self._pages.setdefault(page, np.frombuffer(data, INDEX_DTYPE))
 
+    def page_error(self, page: int) -> str | None:
+        """As :meth:`PagedIndex.page_error`; a page not held is fetched with the pages after it (a scan's next)."""
+        if page not in self._pages:
+            self.fetch(range(page, min(page + PAGES_PER_BATCH, self.n_pages)))
+        return super().page_error(page)
+
     def _page(self, page: int) -> np.ndarray:
         held = self._pages.get(page)
         if held is None:

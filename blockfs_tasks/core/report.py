@@ -16,7 +16,7 @@ import numpy as np
 
 from . import format as fmt
 from .codecs import describe_loss
-from .directory import Directory
+from .directory import REMOTE_READ_THREADS, Directory
 from .errors import BlockfsError
 from .grid import XYZ
 from .parallel import bounded_map
@@ -34,9 +34,12 @@ def checks_of(version: str) -> str:
     return "format 2.1.0: CRC-32C of the header and metadata, of each index page and of each block, and decoding"
 
 
-def volume_info(path: str) -> dict[str, Any]:
-    """Format version, what it checks, extents, dtype, block size, codec and its loss bound, blocks, bytes, ratio."""
-    d = Directory.open(path)
+def volume_info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Format version, what it checks, extents, dtype, block size, codec and its loss bound, blocks, bytes, ratio.
+
+    ``path`` may be a URL (``storage_options`` for fsspec): the whole index is fetched.
+    """
+    d = Directory.open(path, storage_options=storage_options)
     index = d.index
     present = index["file"] != 0
     stored = int(index["size"][present].sum(dtype=np.uint64))
@@ -138,6 +141,7 @@ def verify_volume(
     n_threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     started: Callable[[int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
     """Recompute every checksum the volume's format has and decode every present block.
 
@@ -146,7 +150,7 @@ def verify_volume(
     checked (format 2.x) and decoded. ``started`` gets the number of blocks
     to check, ``progress`` the number checked since its last call.
     """
-    d = Directory.open(path)
+    d = Directory.open(path, storage_options=storage_options)
     index = d.index
     page_errors = fmt.index_errors(index)
     bad_pages = set(page_errors)
@@ -164,7 +168,8 @@ def verify_volume(
             return BadBlock(origin, str(e))
         return None
 
-    for result in bounded_map(check, positions, n_threads or os.cpu_count() or 1):
+    threads = n_threads or (REMOTE_READ_THREADS if d.remote else os.cpu_count() or 1)  # remote: GETs in flight
+    for result in bounded_map(check, positions, threads):
         if result is not None:
             report.bad_blocks.append(result)
         if progress is not None:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..core.bytesource import is_remote
 from ..core.directory import Directory
 from ..core.errors import ConfigurationError
 from ..pyramid.layout import Pyramid, is_pyramid
@@ -73,7 +74,8 @@ class ZarrView:
         resolution_nm_xyz: Sequence[float] | None = None,
         verify_checksums: bool = True,
     ) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        remote = is_remote(os.fspath(path))
+        self.path = os.fspath(path) if remote else os.path.abspath(os.fspath(path))  # a URL: a remote volume
         self.zarr_format = check_zarr_format(zarr_format)
         override = None
         if resolution_nm_xyz is not None:
@@ -85,7 +87,7 @@ class ZarrView:
         directories: list[Directory] = []
         scales: list[tuple[float, float, float] | None] = []
         mode = "none"
-        if os.path.isdir(self.path):
+        if not remote and os.path.isdir(self.path):
             if not is_pyramid(self.path):
                 raise ConfigurationError(
                     f"{self.path} is a folder without a pyramid info; pass a .blockfs file or a pyramid folder"
