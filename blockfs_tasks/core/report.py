@@ -70,7 +70,7 @@ def volume_info(path: str, storage_options: dict[str, Any] | None = None) -> dic
 
 def _space(d: Directory) -> dict[str, Any]:
     """Live and dead bytes of the block files (:mod:`.versions.space`); none for a format 1.0.0 volume."""
-    if d.version == fmt.VERSION_1:
+    if d.version == fmt.VERSION_1 or d.remote:  # a remote volume: its published directory only
         return {}
     from .versions import space_usage
 
