@@ -18,6 +18,7 @@ from typing import Any
 
 from .cli import _entry, _progress, positive_int
 from .core.bytesource import is_remote, url_protocol
+from .core.errors import ConfigurationError
 
 
 def storage_options_json(text: str) -> dict[str, Any]:
@@ -53,30 +54,35 @@ def apply_storage_options(args: argparse.Namespace) -> None:
 
 
 def _cp_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="blockfs-cp",
-        description="Copy a blockfs directory file and its block files into another folder, "
-        "or to or from a bucket (s3://bucket/prefix/, gs://...).",
-        epilog="The folder is created if it does not exist (its parent must exist). To or from a bucket: block "
-        "files first, several at once, the directory file last; a rerun skips files already copied (same size "
-        "and CRC-32C), so an interrupted copy resumes.",
+    from . import cli
+
+    p = cli._cp_parser()
+    p.description = (
+        "Copy a blockfs directory file and its block files into another folder, or to or from a bucket "
+        "(s3://bucket/prefix/, gs://...; from https:// too)."
     )
-    p.add_argument("source", help="The directory file of the volume (a path or a URL).")
-    p.add_argument("dest_directory", help="The folder (or bucket prefix) to put the volume in.")
-    p.add_argument("--n-workers", type=positive_int, default=None, help="Files copied at once (default: 8).")
-    p.add_argument("--silent", action="store_true", help="No progress bar.")
+    p.epilog = (
+        "The folder is created if it does not exist (its parent must exist). To or from a bucket: block files "
+        "first, several at once, the directory file last; a rerun skips files already copied (same size and "
+        "CRC-32C), so an interrupted copy resumes."
+    )
+    p.add_argument("--n-workers", type=positive_int, default=None,
+                   help="Files copied at once to or from a bucket (default: 8).")
     add_storage_options(p)
     return p
 
 
 @_entry(_cp_parser)
 def cp_main(args: argparse.Namespace) -> int:
-    """blockfs-cp <src> <dest>: local to local, or to or from a bucket."""
-    if not (is_remote(args.source) or is_remote(args.dest_directory)):
-        from .core.relocate import copy_volume
+    """blockfs-cp <src> <dest>: local to local (re-encoding with --compression), or to or from a bucket."""
+    from . import cli
 
-        print(copy_volume(args.source, args.dest_directory, move=False))
-        return 0
+    if not (is_remote(args.source) or is_remote(args.dest_directory)):
+        return int(cli.cp_main.__wrapped__(args))  # type: ignore[attr-defined]  # functools.wraps sets it
+    if args.compression is not None:
+        raise ConfigurationError(
+            "--compression re-encodes into a local volume: copy to or from the bucket first, then re-encode locally"
+        )
     from .core.remote_copy import copy_remote
 
     bar = _progress(None, args.silent, "B")
