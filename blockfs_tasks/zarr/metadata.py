@@ -2,9 +2,10 @@
 
 The group's arrays are ``"0"``, ``"1"``... (pyramid level k; a single volume
 has level ``"0"`` only), axes z, y, x, scale = voxel size in micrometres.
-Chunks are blockfs blocks; the compressor is Blosc with the volume's settings.
-Decoders read cname/clevel/shuffle from each frame's header, so those fields
-are informational; the shuffle is the volume's, which is what its frames say.
+Chunks are blockfs blocks; the compressor is the volume's codec as zarr
+names it (:mod:`.codecs`). Blosc decoders read cname/clevel/shuffle from each
+frame's header, so those fields are informational; the shuffle is the
+volume's, which is what its frames say.
 
 Everything here is pure: :func:`group_documents` returns ``{key: JSON dict}``.
 """
@@ -18,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.codec import BlockCodec, Codec
+from ..core.codec import Codec
 from ..core.errors import ConfigurationError
+from .codecs import codecs_v3, compressor_v2
 
 ZARR_FORMATS = (2, 3)
-_BLOSC_NAMES = ("zstd", "blosclz", "lz4", "lz4hc", "zlib", "snappy")
-_V3_SHUFFLE = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ def check_zarr_format(zarr_format: int) -> int:
     if zarr_format not in ZARR_FORMATS:
         raise ConfigurationError(f"Expected a zarr_format in {ZARR_FORMATS}. Got {zarr_format!r} instead.")
     return int(zarr_format)
-
-
-def _codec_fields(codec: Codec) -> tuple[str, int, int]:
-    name = getattr(codec, "compression", None)
-    if not isinstance(codec, BlockCodec) or name not in _BLOSC_NAMES:
-        raise ConfigurationError(f"zarr views need Blosc blocks; this volume's codec is {codec!r}")
-    return str(name), int(codec.level), int(codec.shuffle)
 
 
 def _scale(info: ArrayInfo) -> list[float]:
@@ -84,14 +77,13 @@ def multiscale(infos: Sequence[ArrayInfo], name: str, mode: str, ngff_version: s
 
 
 def zarray_v2(info: ArrayInfo) -> dict[str, Any]:
-    """``.zarray`` of one level: Blosc chunks, "/" separator (NGFF 0.4 requires it), fill value 0."""
-    cname, clevel, shuffle = _codec_fields(info.codec)
+    """``.zarray`` of one level: the chunks' compressor (:mod:`.codecs`), "/" separator (NGFF 0.4), fill value 0."""
     return {
         "zarr_format": 2,
         "shape": list(info.shape),
         "chunks": list(info.chunks),
         "dtype": info.dtype.newbyteorder("<").str if info.dtype.itemsize > 1 else info.dtype.str,
-        "compressor": {"id": "blosc", "cname": cname, "clevel": clevel, "shuffle": shuffle, "blocksize": 0},
+        "compressor": compressor_v2(info.codec),
         "fill_value": 0.0 if info.dtype.kind == "f" else 0,
         "order": "C",
         "filters": None,
@@ -100,23 +92,8 @@ def zarray_v2(info: ArrayInfo) -> dict[str, Any]:
 
 
 def zarr_json_v3(info: ArrayInfo) -> dict[str, Any]:
-    """``zarr.json`` of one level: ``bytes`` (little-endian) then ``blosc``, default "/" chunk keys."""
-    cname, clevel, shuffle = _codec_fields(info.codec)
-    codecs: list[dict[str, Any]] = [{"name": "bytes", "configuration": {"endian": "little"}}]
-    if info.dtype.itemsize == 1:
-        codecs = [{"name": "bytes"}]
-    codecs.append(
-        {
-            "name": "blosc",
-            "configuration": {
-                "cname": cname,
-                "clevel": clevel,
-                "shuffle": _V3_SHUFFLE[shuffle],
-                "typesize": info.dtype.itemsize,
-                "blocksize": 0,
-            },
-        }
-    )
+    """``zarr.json`` of one level: the chunks' codecs (:mod:`.codecs`), default "/" chunk keys."""
+    codecs = codecs_v3(info.codec, info.dtype)
     return {
         "zarr_format": 3,
         "node_type": "array",

@@ -51,6 +51,7 @@ from ..core.atomic import fsync_folder, published, temporary_name, write_all
 from ..core.errors import ConfigurationError
 from ..core.optional import require
 from .chunks import LIST_SLICE, LevelChunks, pad_frame
+from .codecs import DECODED, chunk_kind
 from .view import ZarrView
 
 #: Reference containers :func:`write_references` writes.
@@ -153,6 +154,14 @@ def write_references(
             raise ConfigurationError(f"Expected a positive integer record_size. Got {record_size!r} instead.")
     view = ZarrView(path, zarr_format, resolution_nm_xyz, verify_checksums=True)
     try:
+        codecs = [c.directory.spec.codec for c in view.levels]
+        decoded = [c.compression for c in codecs if chunk_kind(c) == DECODED]
+        if decoded:
+            raise ConfigurationError(
+                f"{view.path}: the codec {decoded[0]!r} has no zarr codec, so references cannot point at its "
+                f"frames (nothing was written); read it through BlockfsStore or blockfs-serve's /zarr/ route, "
+                f"or re-encode it with blockfs-cp --compression pcodec"
+            )
         if fmt == "parquet":
             return _write_parquet(view, out, _Locations(out, url_prefix, relative), record_size)
         return _write(view, out, _Locations(os.path.dirname(out), url_prefix, relative), inline_edges)

@@ -18,11 +18,15 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..core.bytesource import is_remote
+from ..core.codec import checksum
 from ..core.directory import Directory
-from ..core.errors import ConfigurationError
+from ..core.errors import ChecksumError, ConfigurationError
 from ..pyramid.layout import Pyramid, is_pyramid
-from .chunks import ZYX, LevelChunks, memcpy_header, pad_frame_memcpy
+from .chunks import ZYX, Frame, LevelChunks, memcpy_header, pad_frame, pad_frame_memcpy
+from .codecs import BLOSC, DECODED, PCODEC, chunk_kind
 from .metadata import ArrayInfo, check_zarr_format, group_documents, volume_name
 
 logger = logging.getLogger(__name__)
@@ -119,6 +123,7 @@ class ZarrView:
         self._edge_cache_bytes = 0
         self._edge_lock = threading.Lock()
         self._headers: dict[int, bytes] = {}
+        self._kinds = [chunk_kind(c.directory.spec.codec) for c in self.levels]
 
     # ------------------------------------------------------------- keys
     def chunk_key(self, level: int, chunk: ZYX) -> str:
@@ -153,17 +158,15 @@ class ZarrView:
         frame = chunks.locate(chunk)
         if frame is None:
             return None
-        if not frame.edge:
+        kind = self._kinds[level]
+        if not frame.edge and kind != DECODED:
             return chunks.read_frame(frame)  # verbatim: the stored frame is the zarr chunk
         with self._edge_lock:
             cached = self._edge_cache.get((level, chunk))
             if cached is not None:
                 self._edge_cache.move_to_end((level, chunk))
                 return cached
-        header = self._headers.get(level)
-        if header is None:
-            header = self._headers.setdefault(level, memcpy_header(chunks))
-        padded = pad_frame_memcpy(chunks.read_frame(frame), chunks, chunk, header)
+        padded = self._made_chunk(level, chunk, frame, kind)
         with self._edge_lock:
             if (level, chunk) not in self._edge_cache:
                 self._edge_cache[(level, chunk)] = padded
@@ -171,6 +174,26 @@ class ZarrView:
             while self._edge_cache_bytes > EDGE_CACHE_BYTES and self._edge_cache:
                 self._edge_cache_bytes -= len(self._edge_cache.popitem(last=False)[1])
         return padded
+
+    def _made_chunk(self, level: int, chunk: ZYX, frame: Frame, kind: str) -> bytearray:
+        """A chunk zarr cannot take as stored: an edge padded to the chunk shape, or a decoded fpzip block."""
+        chunks = self.levels[level]
+        data = chunks.read_frame(frame)
+        if kind == BLOSC:
+            header = self._headers.get(level)
+            if header is None:
+                header = self._headers.setdefault(level, memcpy_header(chunks))
+            return pad_frame_memcpy(data, chunks, chunk, header)
+        codec = chunks.directory.spec.codec
+        if kind == PCODEC:
+            return bytearray(pad_frame(data, chunks, chunk, codec))
+        if not chunks.verify and checksum(data) != frame.crc32c:  # fpzip must never see a corrupt frame
+            raise ChecksumError(f"{chunks.paths[frame.file]}: frame at offset {frame.offset}: checksum mismatch")
+        out = bytearray(int(np.prod(chunks.chunk_shape)) * chunks.dtype.itemsize)  # zero-filled: the padding
+        padded = np.frombuffer(out, chunks.dtype).reshape(chunks.chunk_shape)
+        stored = chunks.stored_shape(chunk)
+        padded[: stored[0], : stored[1], : stored[2]] = codec.decode(data, chunks.dtype, stored)
+        return out
 
     def exists(self, key: str) -> bool:
         """True if ``key`` is a metadata document or a chunk whose block was written."""
