@@ -126,8 +126,11 @@ def downsample_mean(region: np.ndarray, step_zyx: Sequence[int]) -> np.ndarray:
     sz, sy, sx = (int(s) for s in step_zyx)
     step = (sz, sy, sx)
     fast = _mean_whole_windows(region, step)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _mean_general(region, step)
+
+
+def _mean_general(region: np.ndarray, step: tuple[int, int, int]) -> np.ndarray:
+    """:func:`downsample_mean` for every dtype and edge: sums of strided views over zero padding."""
     padded, out_shape = _padded(region, step)  # zeros add nothing to the sums
     counts = _window_counts(region.shape, step, out_shape)
     dtype = region.dtype
