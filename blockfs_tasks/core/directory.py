@@ -26,7 +26,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,7 +53,8 @@ from .merge import IndexMerger
 from .naming import resolve_block_path, volume_files
 from .paged_index import PagedIndex
 from .parallel import bounded_map
-from .region import normalize_key, read_region
+from .region import AxisRange, normalize_key, read_region
+from .remote_region import region_frames
 
 logger = logging.getLogger(__name__)
 
@@ -673,9 +674,23 @@ class Directory:
             self.grid,
             self.dtype,
             lambda origin: self._entry(*origin, refresh=False),
-            lambda entry, origin, out: self._read_block(entry, *origin, out),
+            self._region_reader(slices),
             self._read_pool,
         )
+
+    def _region_reader(self, slices: list[AxisRange]) -> Callable[[np.void, XYZ, np.ndarray], np.ndarray]:
+        """How a region read gets each block: one read each locally; remotely, the region's frames fetched at once."""
+        if self._source is None or self._reader is None:
+            return lambda entry, origin, out: self._read_block(entry, *origin, out)
+        reader = self._reader
+        frames = region_frames(slices, self.grid, lambda origin: self._entry(*origin, refresh=False), reader)
+
+        def decode(entry: np.void, origin: XYZ, out: np.ndarray) -> np.ndarray:
+            where = f"block at (x, y, z) = {origin}"
+            shape = self.grid.block_shape_at(*origin)
+            return reader.decode(frames.pop(origin), entry, self.dtype, shape, where, out, self.spec.codec)
+
+        return decode
 
     # ------------------------------------------------------------- versions
     def commit(self, message: str, author: str | None = None) -> str:
