@@ -57,14 +57,13 @@ def test_pipeline_to_s3_writes_the_local_runs_files(tmp_path: Path, s3, bucket: 
     env = env_for(tmp_path, moto)
     run(url, env)
     assert bucket_objects(s3, f"{bucket}/out") == local_run
+    second = run(url, env)  # a finished pipeline does nothing
+    summary = second.stdout + second.stderr
+    assert "complete ones were encountered" in summary and "ran successfully" not in summary, summary
     assert not any(p.is_file() for p in (tmp_path / "stage").rglob("*"))  # staged files removed once uploaded
     d = Directory.open(url, storage_options=s3_options(moto.endpoint))
     local = Directory.open(str(next(iter(tmp_path.parent.glob("local*"))) / "v.blockfs"))
     np.testing.assert_array_equal(d[:, :, :], local[:, :, :])
-    second = run(url, env)  # a finished pipeline does nothing
-    summary = second.stdout + second.stderr
-    assert "complete ones were encountered" in summary and "ran successfully" not in summary, summary
-    assert bucket_objects(s3, f"{bucket}/out") == local_run
 
 
 @pytest.mark.slow
@@ -92,3 +91,6 @@ def test_kill_9_mid_upload_then_rerun(tmp_path: Path, s3, bucket: str, moto: Mot
         assert data == local_run[name], name
     run(url, env)
     assert bucket_objects(s3, f"{bucket}/out") == local_run
+    second = run(url, env)  # a finished pipeline does nothing
+    summary = second.stdout + second.stderr
+    assert "complete ones were encountered" in summary and "ran successfully" not in summary, summary
