@@ -22,6 +22,7 @@ Example (coordinates are voxel offsets x, y, z; blocks are (z, y, x) arrays)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -34,11 +35,12 @@ import numpy as np
 
 from . import format as fmt
 from . import session as sessions
+from .async_writer import AsyncBlockWriter
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import BlockFileReader, process_appenders
 from .bytesource import ByteSource, is_remote, join_url, local_path, open_source
 from .codec import Compression, make_codec
-from .encode import as_storable, encode_block
+from .encode import as_storable, check_block, encode_block
 from .errors import (
     BlockShapeError,
     ConfigurationError,
@@ -137,6 +139,9 @@ class Directory:
         self._committed_names: list[str] = []  # block files named in the directory file on disk
         self._lock = threading.RLock()  # one journal replay at a time (region reads use threads)
         self._pool: ThreadPoolExecutor | None = None
+        self._writer: AsyncBlockWriter | None = None  # start_writer_processes(): this process's compressors
+        self._writer_depth = 0  # its queue depth; 0 = write_block compresses in the caller
+        self._writer_pid = 0  # the process that called start_writer_processes()
 
     # ----------------------------------------------------------- properties
     @property
@@ -416,13 +421,51 @@ class Directory:
 
     # ---------------------------------------------------------------- write
     def start_writer_processes(self, queue_depth: int = 10) -> None:
-        """Kept for the original API: writing needs no writer processes.
+        """Give this process's ``write_block`` calls compression workers on every core.
 
-        Each process that writes compresses and appends its own blocks, so
-        there is nothing to start; this only checks the volume is writable.
+        After this call, ``write_block`` *in the calling process* checks the
+        block, queues a copy and returns; worker threads compress and commit
+        it, so a single producer loop uses every core. Such blocks are
+        committed when :meth:`flush` or :meth:`close` returns (as with the
+        original blockfs's writer processes). At most ``max(queue_depth,
+        2 x cores)`` blocks wait at a time. Other processes (pool workers,
+        forked or spawned, even when they run this call themselves) are
+        unaffected: their ``write_block`` compresses in the caller and commits
+        before it returns. The threads start with the first queued block, so
+        a pool forked before that inherits none.
         """
-        del queue_depth
         self._check_writable()
+        if os.getpid() != self._owner_pid:
+            # A worker of the session (a spawned child re-running the script's top level, a process
+            # that joined with open("r+")): the pool may end it at any time, so it commits each block
+            # before write_block returns.
+            return
+        self._writer_depth = max(1, queue_depth)
+        self._writer_pid = os.getpid()
+
+    def _queued_writer(self) -> AsyncBlockWriter | None:
+        """This process's compression workers if :meth:`start_writer_processes` was called here."""
+        if not self._writer_depth or self._writer_pid != os.getpid():
+            return None
+        if self._writer is None or self._writer.pid != os.getpid():
+            cores = len(os.sched_getaffinity(0))
+            self._writer = AsyncBlockWriter(self._commit_block, cores, max(self._writer_depth, 2 * cores))
+        return self._writer
+
+    def _started_writer(self) -> AsyncBlockWriter | None:
+        """This process's compression workers if they were started (a forked child inherits none)."""
+        writer = self._writer
+        return writer if writer is not None and writer.pid == os.getpid() else None
+
+    def flush(self) -> None:
+        """Wait until every block queued by ``write_block`` (see :meth:`start_writer_processes`) is committed.
+
+        Raises the first error of a compression worker (and again on every
+        later call: a writer that failed takes no more blocks).
+        """
+        writer = self._started_writer()
+        if writer is not None:
+            writer.flush()
 
     def _check_writable(self) -> None:
         if self._mode != "w":
@@ -433,11 +476,30 @@ class Directory:
         """Write the block whose first voxel is (x, y, z); it is committed on return.
 
         ``block`` is a (z, y, x) array of the block's shape (truncated at the
-        volume's edges, see :meth:`get_block_size`).
+        volume's edges, see :meth:`get_block_size`). After
+        :meth:`start_writer_processes` in this process, the block is checked
+        here and committed by a worker: on :meth:`flush` or :meth:`close`.
         """
         self._check_writable()
+        writer = self._queued_writer()
+        if writer is None:
+            self._write_now(block, x, y, z)
+            return
+        where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
+        position, stored = check_block(self.spec, block, x, y, z, where)
+        writer.submit(position, stored.copy() if np.may_share_memory(stored, block) else stored, where)
+
+    def _write_now(self, block: np.ndarray, x: int, y: int, z: int) -> None:
+        """Compress and commit one block in the calling thread."""
         where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
         position, data = encode_block(self.spec, block, x, y, z, where)
+        self._append(position, data)
+
+    def _commit_block(self, position: int, block: np.ndarray, where: str) -> None:
+        """A compression worker's job: encode a checked block and commit it."""
+        self._append(position, self.spec.codec.encode(block))
+
+    def _append(self, position: int, data: bytes) -> None:
         session = sessions.session_identity(self.directory_filename)
         header = self._journal_header or fmt.encode_fragment_header(self.spec)
         self._journal_header = header
@@ -452,7 +514,8 @@ class Directory:
         ``n_threads`` blocks are in flight, so memory stays bounded.
         """
         n = 0
-        for _ in bounded_map(lambda item: self.write_block(*item), blocks, n_threads or os.cpu_count() or 1):
+        self._check_writable()
+        for _ in bounded_map(lambda item: self._write_now(*item), blocks, n_threads or os.cpu_count() or 1):
             n += 1
         return n
 
@@ -473,6 +536,9 @@ class Directory:
                 self._failure.errno, f"an earlier close() failed, nothing was committed: {self._failure.strerror}",
                 self._failure.filename,
             ) from self._failure
+        writer, self._writer = self._started_writer(), None
+        if writer is not None:
+            writer.close()  # every queued block committed (or its error raised) before anything is published
         owner = self._mode == "w" and os.getpid() == self._owner_pid
         try:
             process_appenders.release(self.directory_filename)
@@ -559,6 +625,10 @@ class Directory:
         if self._mode == "w" and exc[0] is None:
             self.close()
         else:
+            writer, self._writer = self._started_writer(), None
+            if writer is not None:  # the queued blocks still commit; the error in flight is the one raised
+                with contextlib.suppress(Exception):
+                    writer.close()
             self._release()
             if self._reader is not None:
                 self._reader.close()
@@ -676,6 +746,7 @@ class Directory:
             lambda origin: self._entry(*origin, refresh=False),
             self._region_reader(slices),
             self._read_pool,
+            self._range_reader,
         )
 
     def _region_reader(self, slices: list[AxisRange]) -> Callable[[np.void, XYZ, np.ndarray], np.ndarray]:
@@ -724,6 +795,11 @@ class Directory:
                 f"{self.directory_filename}: cannot {what} while this writing session is open; close() it first"
             )
 
+    def _range_reader(self) -> BlockFileReader:
+        """The block files' reader, for region reads planned in file-offset order."""
+        if self._reader is None:
+            self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1, self._source)
+        return self._reader
 
 def _in_spawned_child_bootstrap() -> bool:
     """True while a spawned child re-imports the main script (multiprocessing's own test).

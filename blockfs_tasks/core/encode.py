@@ -36,6 +36,20 @@ def as_storable(block: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     return np.ascontiguousarray(block, dtype=dtype)
 
 
+def check_block(
+    spec: VolumeSpec, block: np.ndarray, x: int, y: int, z: int, where: str
+) -> tuple[int, np.ndarray]:
+    """Check the (z, y, x) ``block`` whose first voxel is (x, y, z): (position, block ready to encode).
+
+    Raises as :func:`encode_block` does; the block returned may be ``block`` itself.
+    """
+    position = spec.grid.position(x, y, z)
+    expected = spec.grid.block_shape_at(x, y, z)
+    if tuple(np.shape(block)) != expected:
+        raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
+    return position, as_storable(block, spec.dtype, where)
+
+
 def encode_block(spec: VolumeSpec, block: np.ndarray, x: int, y: int, z: int, where: str) -> tuple[int, bytes]:
     """Check the (z, y, x) ``block`` whose first voxel is (x, y, z) and compress it: (position, frame).
 
@@ -44,8 +58,5 @@ def encode_block(spec: VolumeSpec, block: np.ndarray, x: int, y: int, z: int, wh
     (edge blocks are truncated), :class:`~.errors.BlockDTypeError` for values
     the volume's dtype cannot hold. ``where`` names the block in errors.
     """
-    position = spec.grid.position(x, y, z)
-    expected = spec.grid.block_shape_at(x, y, z)
-    if tuple(np.shape(block)) != expected:
-        raise BlockShapeError(f"{where}: expected shape (z, y, x) {expected}, got {tuple(np.shape(block))}")
-    return position, spec.codec.encode(as_storable(block, spec.dtype, where))
+    position, storable = check_block(spec, block, x, y, z, where)
+    return position, spec.codec.encode(storable)

@@ -1,0 +1,102 @@
+"""Compression workers for one process's ``write_block`` calls (what ``start_writer_processes()`` starts).
+
+A script that calls ``write_block`` in a loop from one thread would compress
+on one core. After ``start_writer_processes()`` the volume hands each block
+to this writer instead: the call checks the block and returns once a worker
+thread has taken a copy, and the workers compress and append in parallel
+(Blosc and ``pwrite`` release the GIL, so threads use every core). As with
+the original blockfs, whose writer processes took blocks from a queue, such
+a block is committed when :meth:`AsyncBlockWriter.flush` (``Directory.flush()``)
+or ``close()`` returns, not when ``write_block`` does.
+
+At most ``max_in_flight`` blocks are queued or being compressed, so memory
+stays bounded: a producer faster than the workers waits (on a semaphore,
+never polling). A block position written again waits for its earlier write
+first, so the later block wins, as it does with synchronous writes. The first
+error of a worker is raised by every later ``submit`` and ``flush`` (a
+writer that failed takes nothing more); the blocks committed before it stay
+committed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+#: ``commit(position, block, where)``: encode and append one checked block (runs in a worker).
+Commit = Callable[[int, np.ndarray, str], None]
+
+
+class AsyncBlockWriter:
+    """Worker threads that compress and commit blocks queued by :meth:`submit`.
+
+    Owned by one process (``pid``): a forked child that inherits it must not
+    use it (its threads do not exist there); the Directory checks.
+    """
+
+    def __init__(self, commit: Commit, n_threads: int, max_in_flight: int) -> None:
+        self.pid = os.getpid()
+        self._commit = commit
+        self._pool = ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="blockfs-writer")
+        self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
+        self._lock = threading.Lock()
+        self._pending: dict[int, Future[None]] = {}  # position -> its newest queued write
+        self._error: BaseException | None = None
+
+    def submit(self, position: int, block: np.ndarray, where: str) -> None:
+        """Queue a checked block; it must not be modified afterwards (pass a copy)."""
+        self._raise_error()
+        with self._lock:
+            earlier = self._pending.get(position)
+        if earlier is not None:  # the same block again: the later write must land last
+            earlier.exception()
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._commit, position, block, where)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._pending[position] = future
+        future.add_done_callback(lambda f: self._done(position, f))
+
+    def _done(self, position: int, future: Future[None]) -> None:
+        self._slots.release()
+        self._settle(position, future)
+
+    def _settle(self, position: int, future: Future[None]) -> None:
+        """Forget a finished write; keep its error (the first one) for good."""
+        error = future.exception()
+        with self._lock:
+            if self._pending.get(position) is future:
+                del self._pending[position]
+            if error is not None and self._error is None:
+                self._error = error
+
+    def _raise_error(self) -> None:
+        with self._lock:
+            error = self._error
+        if error is not None:  # once a worker failed, nothing more is taken: never a gap passed as success
+            raise error
+
+    def flush(self) -> None:
+        """Wait until every queued block is committed; raise the first error of a worker (every time)."""
+        while True:
+            with self._lock:
+                pending = list(self._pending.items())
+            if not pending:
+                break
+            for position, future in pending:
+                self._settle(position, future)  # future.exception() waits for it
+        self._raise_error()
+
+    def close(self) -> None:
+        """:meth:`flush`, then stop the threads (they stop even when flush raises)."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown()
