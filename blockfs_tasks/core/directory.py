@@ -38,7 +38,7 @@ from . import session as sessions
 from .async_writer import AsyncBlockWriter
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import BlockFileReader, process_appenders
-from .bytesource import ByteSource, is_remote, join_url, local_path, open_source
+from .bytesource import ByteSource, LocalSource, is_remote, join_url, local_path, open_source
 from .codec import Compression, make_codec
 from .encode import as_storable, check_block, encode_block
 from .errors import (
@@ -747,6 +747,7 @@ class Directory:
             self._region_reader(slices),
             self._read_pool,
             self._range_reader,
+            self.spec.codec,
         )
 
     def _region_reader(self, slices: list[AxisRange]) -> Callable[[np.void, XYZ, np.ndarray], np.ndarray]:
@@ -795,11 +796,25 @@ class Directory:
                 f"{self.directory_filename}: cannot {what} while this writing session is open; close() it first"
             )
 
-    def _range_reader(self) -> BlockFileReader:
-        """The block files' reader, for region reads planned in file-offset order."""
+    def _range_reader(self) -> _RunReader | None:
+        """The local block files, for region reads planned in file-offset order (None: a remote volume)."""
         if self._reader is None:
             self._reader = BlockFileReader(self.block_filenames, self.version != fmt.VERSION_1, self._source)
-        return self._reader
+        return _RunReader(self._reader) if isinstance(self._reader.source, LocalSource) else None
+
+
+class _RunReader:
+    """A local :class:`BlockFileReader` seen as :mod:`.region` plans reads: descriptors and byte ranges."""
+
+    def __init__(self, reader: BlockFileReader) -> None:
+        self.reader = reader
+        self.fd = reader.fd
+        self.decode = reader.decode
+
+    def read_range(self, i: int, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset + size)`` of block file ``i`` (fewer at its end: decode names the block)."""
+        return os.pread(self.reader.fd(i), size, offset)
+
 
 def _in_spawned_child_bootstrap() -> bool:
     """True while a spawned child re-imports the main script (multiprocessing's own test).
