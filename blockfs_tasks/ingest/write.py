@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ import numpy as np
 from ..core.atomic import sweep_temporaries
 from ..core.batch import BatchWriter
 from ..core.format import VolumeSpec
+from ..core.grid import BlockGrid
 from ..core.naming import block_file_name, fragment_name
 from .errors import SourceError
-from .planning import BatchPlan, blocks_of_unit
+from .planning import BatchPlan, Unit, blocks_of_unit
 from .sources import Source, check_extent, open_source
 
 logger = logging.getLogger(__name__)
@@ -56,32 +58,64 @@ def check_source(source: Source, spec: VolumeSpec) -> None:
         raise SourceError(f"{source.path}: dtype is now {source.dtype}, planned {spec.dtype}")
 
 
+def read_pieces(units: Iterable[Unit], grid: BlockGrid) -> list[Unit]:
+    """Split each unit of two or more block rows into two halves of whole block rows.
+
+    Pieces are what :func:`batch_blocks` reads at a time: while the blocks of
+    one are compressed the next is read, and two halves of a unit hold no
+    more memory than the unit the planner budgeted for.
+    """
+    by = grid.block_xyz[1]
+    pieces = []
+    for unit in units:
+        rows = -(-(unit.y1 - unit.y0) // by)
+        if rows < 2:
+            pieces.append(unit)
+            continue
+        mid = unit.y0 + -(-rows // 2) * by
+        pieces += [Unit(unit.z0, unit.z1, unit.y0, mid), Unit(unit.z0, unit.z1, mid, unit.y1)]
+    return pieces
+
+
 def batch_blocks(
     source: Source, spec: VolumeSpec, plan: BatchPlan, number: int, progress: Progress | None = None
 ) -> Iterator[Block]:
-    """Yield the blocks of batch ``number``, reading the source one unit (z row of blocks, y band) at a time.
+    """Yield the blocks of batch ``number``, reading the source half a unit (z row of blocks, y band) at a time.
 
     The source is checked against ``spec`` first (it may have changed since
-    planning). Memory holds one unit of raw data, as planned.
+    planning). The next half unit is read in a background thread while the
+    blocks of this one are taken (so reading overlaps compression); memory
+    holds two halves, one unit of raw data, as planned.
     """
     check_source(source, spec)
-    units = plan.units(number)
     grid = spec.grid
+    pieces = read_pieces(plan.units(number), grid)
     by = grid.block_xyz[1]
-    total = sum(-(-(unit.y1 - unit.y0) // by) for unit in units)  # block rows of the batch
+    total = sum(-(-(p.y1 - p.y0) // by) for p in pieces)  # block rows of the batch
     done = 0
-    for unit in units:
-        if progress is not None:
-            progress(done, total, f"planes {unit.z0}-{unit.z1}, rows {unit.y0}-{unit.y1}")
-        data = source.read(unit.z0, unit.z1, unit.y0, unit.y1)
-        row = unit.y0
-        for x, y, z, where in blocks_of_unit(grid, unit):
-            if y != row:  # the previous block row has been taken by the writer
-                done, row = done + 1, y
-                if progress is not None:
-                    progress(done, total, None)
-            yield data[where], x, y, z
-        done += 1
+
+    def read(piece: Unit) -> np.ndarray:
+        return source.read(piece.z0, piece.z1, piece.y0, piece.y1)
+
+    if not pieces:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="blockfs-source") as reader:
+        upcoming = reader.submit(read, pieces[0])
+        for k, piece in enumerate(pieces):
+            if progress is not None:
+                progress(done, total, f"planes {piece.z0}-{piece.z1}, rows {piece.y0}-{piece.y1}")
+            data = upcoming.result()
+            if k + 1 < len(pieces):
+                upcoming = reader.submit(read, pieces[k + 1])
+            row = piece.y0
+            for x, y, z, where in blocks_of_unit(grid, piece):
+                if y != row:  # the previous block row has been taken by the writer
+                    done, row = done + 1, y
+                    if progress is not None:
+                        progress(done, total, None)
+                yield data[where], x, y, z
+            done += 1
+            del data
 
 
 def write_batch_blocks(
