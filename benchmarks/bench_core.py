@@ -8,16 +8,17 @@ Run by hand (not a test)::
 
 One deterministic synthetic light-sheet volume (``SyntheticVolume``) is
 generated into memory once, before anything is timed. Every store then holds
-it in 64^3 blocks / chunks compressed with Blosc zstd level 5 + byte shuffle:
+it in 64^3 blocks / chunks compressed with Blosc zstd (``--clevel``, default 2) + byte shuffle:
 
 * ``blockfs pool``: the live API as users' scripts call it (the original
   README): ``multiprocessing.Pool(2)`` (fork; workers share the in-memory
   array copy-on-write), each worker calling ``directory.write_block``.
 * ``blockfs threads``: ``Directory.write_blocks(..., n_threads=2)`` in one process.
-* ``tensorstore``: zarr3 driver, blosc zstd 5 shuffle, 64^3 chunks, one file per chunk.
+* ``blockfs producer``: one process's loop of ``write_block`` after ``start_writer_processes()``.
+* ``tensorstore``: zarr3 driver, blosc zstd shuffle, 64^3 chunks, one file per chunk.
 * ``tensorstore sharded``: zarr3 + ``sharding_indexed`` (``--shard``, default
   512^3 shards of 64^3 inner chunks).
-* ``zarr``: zarr-python 3, ``BloscCodec(zstd, 5, shuffle)``, 64^3 chunks,
+* ``zarr``: zarr-python 3, ``BloscCodec(zstd, level, shuffle)``, 64^3 chunks,
   default async concurrency; ``arr[:] = volume``.
 
 Measured per store: ingest MB/s (10^6 bytes of raw data per second of wall
@@ -83,6 +84,7 @@ class Store:
 
     name = ""
     writers = 0  # writing processes, for the files target (blockfs only)
+    level = 2  # Blosc zstd level of every store (--clevel)
 
     def ingest(self, volume: np.ndarray, root: str) -> None:
         raise NotImplementedError
@@ -113,12 +115,12 @@ def _pool_write_block(x: int, y: int, z: int) -> None:
     directory.write_block(volume[z : z + bz, y : y + by, x : x + bx], x, y, z)
 
 
-def _new_directory(volume: np.ndarray, root: str) -> Directory:
+def _new_directory(volume: np.ndarray, root: str, level: int) -> Directory:
     nz, ny, nx = volume.shape
     return Directory(
         nx, ny, nz, volume.dtype, os.path.join(root, "vol.blockfs"),
         x_block_size=BLOCK, y_block_size=BLOCK, z_block_size=BLOCK,
-        compression="zstd", compression_level=5,
+        compression="zstd", compression_level=level,
     )
 
 
@@ -138,7 +140,7 @@ class BlockfsPool(BlockfsReads):
     writers = N_WORKERS
 
     def ingest(self, volume: np.ndarray, root: str) -> None:
-        directory = _new_directory(volume, root)
+        directory = _new_directory(volume, root, self.level)
         directory.create()
         directory.start_writer_processes()
         ctx = multiprocessing.get_context("fork")
@@ -152,7 +154,7 @@ class BlockfsThreads(BlockfsReads):
     writers = 1
 
     def ingest(self, volume: np.ndarray, root: str) -> None:
-        directory = _new_directory(volume, root)
+        directory = _new_directory(volume, root, self.level)
         directory.create()
         bz, by, bx = directory.grid.block_shape
         directory.write_blocks(
@@ -162,11 +164,28 @@ class BlockfsThreads(BlockfsReads):
         directory.close()
 
 
+class BlockfsProducer(BlockfsReads):
+    """A user's script: one process, one loop of ``write_block`` after ``start_writer_processes()``."""
+
+    name = "blockfs producer"
+    writers = 1
+
+    def ingest(self, volume: np.ndarray, root: str) -> None:
+        directory = _new_directory(volume, root, self.level)
+        directory.create()
+        directory.start_writer_processes()
+        bz, by, bx = directory.grid.block_shape
+        for x, y, z in directory.grid.origins():
+            directory.write_block(volume[z : z + bz, y : y + by, x : x + bx], x, y, z)
+        directory.close()
+
+
 # ---------------------------------------------------------------- tensorstore
-def _blosc_codecs(itemsize: int) -> list[dict[str, Any]]:
+def _blosc_codecs(itemsize: int, level: int) -> list[dict[str, Any]]:
     return [
         {"name": "bytes", "configuration": {"endian": "little"}},
-        {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 5, "shuffle": "shuffle", "typesize": itemsize}},
+        {"name": "blosc",
+         "configuration": {"cname": "zstd", "clevel": level, "shuffle": "shuffle", "typesize": itemsize}},
     ]
 
 
@@ -179,7 +198,7 @@ class Tensorstore(Store):
             self.name = "tensorstore sharded " + "x".join(map(str, self.shard_zyx))
 
     def _metadata(self, volume: np.ndarray) -> dict[str, Any]:
-        codecs = _blosc_codecs(volume.dtype.itemsize)
+        codecs = _blosc_codecs(volume.dtype.itemsize, self.level)
         chunk = [BLOCK] * 3
         if self.shard_zyx:
             chunk = list(self.shard_zyx)
@@ -232,7 +251,7 @@ class Zarr(Store):
 
         arr = zarr.create_array(
             store=zarr.storage.LocalStore(root), shape=volume.shape, chunks=(BLOCK,) * 3,
-            dtype=volume.dtype, compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")],
+            dtype=volume.dtype, compressors=[BloscCodec(cname="zstd", clevel=self.level, shuffle="shuffle")],
             fill_value=0, zarr_format=3, overwrite=True,
         )
         arr[:] = volume
@@ -419,7 +438,7 @@ def render(results: list[Result], raw: int, args: argparse.Namespace, facts: dic
             f"{_fmt(r.others_ingest, 2)} / {_fmt(r.others_reads, 2)}",
         ])
     table = markdown_table(
-        ["store", "ingest MB/s", "ingest CPU s", "peak extra MiB", "naive RSS-sum extra MiB", "files", "zstd-5 ratio",
+        ["store", "ingest MB/s", "ingest CPU s", "peak extra MiB", "naive RSS-sum extra MiB", "files", "ratio",
          "cold read GB/s", "warm read GB/s", "block read median µs", "p99 µs", "max µs",
          "others' cores (ingest / reads)" + (", worst round" if args.repeats > 1 else "")],
         rows,
@@ -464,12 +483,12 @@ def render(results: list[Result], raw: int, args: argparse.Namespace, facts: dic
     resident = ", ".join(f"{r.name} {100 * r.resident_before_cold:.1f}%" for r in results)
     return f"""# Filesystem-core benchmark
 
-`python benchmarks/bench_core.py --shape {' '.join(map(str, args.shape))}` — run
+`python benchmarks/bench_core.py --shape {' '.join(map(str, args.shape))} --clevel {args.clevel}` — run
 {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {total_s:.0f} s in all
 (volume generated in {gen_s:.1f} s, untimed).
 
 Volume: `SyntheticVolume(({', '.join(map(str, args.shape))}))`, uint16, {shape} = {raw / 2**30:.3f} GiB
-({raw:,} bytes), 64^3 blocks/chunks, Blosc zstd level 5 + byte shuffle everywhere; 2 workers/cores
+({raw:,} bytes), 64^3 blocks/chunks, Blosc zstd level {args.clevel} + byte shuffle everywhere; 2 workers/cores
 per store. {args.repeats} round(s) over all stores (order rotated each round); with several rounds each speed is
 its best round and memory its worst (see "Every round"). {args.reads} random 64^3 block reads (seed {args.seed},
 same list for every store, warm page cache, {WARMUP_READS} untimed warm-up reads first).
@@ -496,9 +515,12 @@ same list for every store, warm page cache, {WARMUP_READS} untimed warm-up reads
     inherited by fork (copy-on-write); `pool.starmap(write_block_fn, grid.origins())`, each call slicing
     its block out of the array and calling `directory.write_block`; then `directory.close()`.
   - blockfs threads: `Directory.write_blocks(generator of (view, x, y, z), n_threads=2)` in one process.
+  - blockfs producer: one process, `start_writer_processes()`, then a plain loop of `write_block(view, x, y, z)`
+    (the block is checked and copied in the call; worker threads, one per core, compress and commit it),
+    then `close()`.
   - tensorstore: `ts.open(zarr3 spec, create=True)` then `store.write(volume).result()` (its default
     context: data-copy concurrency = number of cores).
-  - zarr: `zarr.create_array(LocalStore, chunks 64^3, BloscCodec(zstd, 5, shuffle))` then
+  - zarr: `zarr.create_array(LocalStore, chunks 64^3, BloscCodec(zstd, level, shuffle))` then
     `arr[:] = volume` (default `async.concurrency` = 10).
 - **ingest CPU s**: CPU time (user + system) of this process and its children during the ingest
   (`os.times()`, Pool workers included once reaped); a contention-resistant measure of the work each
@@ -509,7 +531,7 @@ same list for every store, warm page cache, {WARMUP_READS} untimed warm-up reads
   The input array exists before and is in the baseline. The **naive RSS-sum** column (Σ RSS of the tree −
   baseline) is shown for transparency only: a fork child's RSS includes every parent page it maps,
   the shared input array included, so for the Pool it counts the same physical pages up to three times.
-- **files** / **zstd-5 ratio**: regular files under the store after ingest; ratio = raw bytes / bytes of
+- **files** / **ratio**: regular files under the store after ingest; ratio = raw bytes / bytes of
   all those files (metadata and indexes included).
 - **cold read**: `sync`, then page cache dropped with {', '.join(cache_methods)}
   (`echo 3 > /proc/sys/vm/drop_caches`, root; `posix_fadvise(DONTNEED)` per file would be the fallback);
@@ -571,12 +593,18 @@ def render_targets(blockfs: list[Result], peers: list[Result], raw: int) -> str:
 
 
 # ====================================================================== main
+def _at_level(store: Store, args: argparse.Namespace) -> Store:
+    store.level = args.clevel
+    return store
+
+
 STORES: dict[str, Callable[[argparse.Namespace], Store]] = {
-    "blockfs-pool": lambda a: BlockfsPool(),
-    "blockfs-threads": lambda a: BlockfsThreads(),
-    "tensorstore": lambda a: Tensorstore(),
-    "tensorstore-sharded": lambda a: Tensorstore(a.shard),
-    "zarr": lambda a: Zarr(),
+    "blockfs-pool": lambda a: _at_level(BlockfsPool(), a),
+    "blockfs-threads": lambda a: _at_level(BlockfsThreads(), a),
+    "blockfs-producer": lambda a: _at_level(BlockfsProducer(), a),
+    "tensorstore": lambda a: _at_level(Tensorstore(), a),
+    "tensorstore-sharded": lambda a: _at_level(Tensorstore(a.shard), a),
+    "zarr": lambda a: _at_level(Zarr(), a),
 }
 
 
@@ -589,6 +617,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--results", default=DEFAULT_RESULTS, help=f"markdown results file (default {DEFAULT_RESULTS})")
     p.add_argument("--shard", nargs=3, type=int, default=[512, 512, 512], metavar=("Z", "Y", "X"),
                    help="tensorstore shard shape (z, y, x), clipped to the volume (default 512 512 512)")
+    p.add_argument("--clevel", type=int, default=2,
+                   help="Blosc zstd level of every store (default 2, the pipeline's default; 5 before)")
     p.add_argument("--reads", type=int, default=2000, help="random 64^3 block reads per store (default 2000)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the random block list (default 1234)")
     p.add_argument("--stores", nargs="+", choices=list(STORES), default=list(STORES),
@@ -645,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.out:
             shutil.rmtree(out, ignore_errors=True)
     results = [best_of(r) for r in rounds.values()]
+    facts["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     text = render(results, volume.nbytes, args, facts, gen.seconds, time.perf_counter() - t_start)
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results, "w") as f:
