@@ -56,14 +56,15 @@ def main(args: argparse.Namespace) -> int:
         results.append(measure(c, blocks))
         bar.update(1)
     bar.close()
-    current = d.spec.codec
+    codec = d.spec.codec  # a float codec has no Blosc settings: nothing is marked then
+    current = (getattr(codec, "compression", None), getattr(codec, "level", None), getattr(codec, "shuffle", None))
     rows: list[dict[str, Any]] = []
     for m in sorted(results, key=lambda m: -m.ratio):
         ingest, read = implied_speeds(m, args.cores)
         row = m.to_dict()
-        row.update(ingest_mbps=round(ingest), read_mbps=round(read), current=(
-            m.candidate.cname == current.compression and m.candidate.clevel == current.level
-            and m.candidate.shuffle == int(current.shuffle)))
+        c = m.candidate
+        row.update(ingest_mbps=round(ingest), read_mbps=round(read),
+                   current=(c.cname, c.clevel, c.shuffle) == (current[0], current[1], int(current[2] or 0)))
         rows.append(row)
     raw = sum(b.nbytes for b in blocks)
     if args.json:

@@ -25,7 +25,7 @@ class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
         "or kempressed (data in [0, 1], at most one machine epsilon off).",
     )
     compression_level = luigi.IntParameter(
-        default=5, description="Blosc compression level, 0-9 (pcodec 0-12; fpzip and kempressed have none)."
+        default=2, description="Blosc compression level, 0-9 (pcodec 0-12; fpzip and kempressed have none)."
     )
     shuffle = luigi.BoolParameter(
         default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,

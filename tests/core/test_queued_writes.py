@@ -62,14 +62,15 @@ def test_a_failed_worker_fails_flush_and_close(tmp_path: Path) -> None:
     assert len(names) == 1
     from blockfs_tasks.core.blockfile import process_appenders
 
-    appender = next(iter(process_appenders._appenders.values()))
-    os.close(appender._fd)  # fault injection: the block file's descriptor goes bad under the worker
+    (appender,) = [a for a in process_appenders._appenders.values() if a.path.startswith(str(path))]
+    read_only = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(read_only, appender._fd)  # fault injection: the block file's descriptor stops taking writes
+    os.close(read_only)
     d.write_block(block(16, 0, 0), 16, 0, 0)
     with pytest.raises(WriteFailedError):
         d.flush()
     with pytest.raises(WriteFailedError):  # every later call says so too: never a silent gap
         d.write_block(block(16, 0, 0), 16, 0, 0)
-    appender._fd = os.open(os.devnull, os.O_WRONLY)  # so close() has a descriptor to release
     with pytest.raises(WriteFailedError):
         d.close()
 

@@ -75,7 +75,7 @@ def test_dest_folder_or_foreign_file_fails(tmp_path: Path, settings):
     [
         (("blockfs", "block_size", 8), r"block size \[x, y, z\] \[16, 16, 16\] \(planned \[8, 8, 8\]\)"),
         (("blockfs", "compression", "lz4"), r"compression zstd \(planned lz4\)"),
-        (("blockfs", "compression_level", 1), r"compression level 5 \(planned 1\)"),
+        (("blockfs", "compression_level", 1), r"compression level 2 \(planned 1\)"),
         (("source", "synthetic:20x40x48:uint8", None), r"dtype uint16 \(planned uint8\)"),
         (("source", "synthetic:20x41x48", None), r"extent \[x, y, z\] \[48, 40, 20\] \(planned \[48, 41, 20\]\)"),
     ],

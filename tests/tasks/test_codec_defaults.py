@@ -1,0 +1,23 @@
+"""The pipeline's codec defaults are the measured choice (zstd-2, byte shuffle); the live API keeps zstd-5."""
+
+from __future__ import annotations
+
+import inspect
+
+from blockfs_tasks.core import Directory
+from blockfs_tasks.tasks.config import blockfs
+from blockfs_tasks.tasks.defaults import read_defaults
+
+
+def test_pipeline_defaults_are_zstd_2_with_byte_shuffle_everywhere_they_are_written() -> None:
+    section = read_defaults()["blockfs"]
+    assert (section["compression"], section["compression_level"], section["shuffle"]) == ("zstd", "2", "true")
+    params = blockfs.get_params()
+    defaults = {name: p._default for name, p in params}
+    assert (defaults["compression"], defaults["compression_level"], defaults["shuffle"]) == ("zstd", 2, True)
+
+
+def test_live_directory_keeps_the_original_defaults() -> None:
+    signature = inspect.signature(Directory.__init__)
+    assert signature.parameters["compression"].default == "zstd"
+    assert signature.parameters["compression_level"].default == 5
