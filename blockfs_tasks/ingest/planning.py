@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from .sources import Source
 
 
+#: The codec ingest uses unless told otherwise, the same as the Luigi pipeline's ``[blockfs]`` defaults:
+#: Blosc zstd level 2 + byte shuffle, chosen by measurement (``benchmarks/results/codecs.md``).
+#: The live ``Directory()`` keeps the original blockfs's zstd level 5.
+INGEST_CODEC = BlockCodec("zstd", 2, True)
+
+
 @dataclass(frozen=True)
 class Unit:
     """A (z, y) voxel box spanning all of x: ``[z0, z1) x [y0, y1)``."""
@@ -88,11 +94,12 @@ class BatchPlan:
 def plan_volume(source: Source, block_xyz: Sequence[int], codec: Codec | None = None) -> VolumeSpec:
     """The volume ``source`` becomes: its shape and dtype, blocks of ``block_xyz`` voxels (XYZ order), ``codec``.
 
-    Reads nothing: an open source already knows its shape and dtype.
+    Reads nothing: an open source already knows its shape and dtype. ``codec``
+    defaults to :data:`INGEST_CODEC`, what a Luigi run writes by default.
     """
     z, y, x = source.shape
     bx, by, bz = block_xyz
-    return VolumeSpec(BlockGrid((x, y, z), (bx, by, bz)), source.dtype, codec or BlockCodec())
+    return VolumeSpec(BlockGrid((x, y, z), (bx, by, bz)), source.dtype, codec or INGEST_CODEC)
 
 
 def plan_batches(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 
 from blockfs_tasks.core import Directory
+from blockfs_tasks.core.codec import BlockCodec
+from blockfs_tasks.ingest.planning import INGEST_CODEC
 from blockfs_tasks.tasks.config import blockfs
 from blockfs_tasks.tasks.defaults import read_defaults
 
@@ -15,6 +17,7 @@ def test_pipeline_defaults_are_zstd_2_with_byte_shuffle_everywhere_they_are_writ
     params = blockfs.get_params()
     defaults = {name: p._default for name, p in params}
     assert (defaults["compression"], defaults["compression_level"], defaults["shuffle"]) == ("zstd", 2, True)
+    assert INGEST_CODEC == BlockCodec("zstd", 2, True)  # a script's ingest writes what a Luigi run writes
 
 
 def test_live_directory_keeps_the_original_defaults() -> None:

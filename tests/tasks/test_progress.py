@@ -118,7 +118,7 @@ def test_progress_during_work_and_reset_on_rerun(tmp_path: Path, luigid):
                                 env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     build = ("GatedBuild", "--source", "synthetic:32x256x256", "--dest", str(dest), "--gate", str(gate))
-    unit = "planes 0-32, rows 0-256"
+    unit = "planes 0-32, rows 0-128"  # the half unit (2 of 4 block rows) being read when the gate shuts
 
     # 1. The batch waits after its first block row: its progress is strictly between 0 and 100.
     proc = start(*build, "--gate-at", "9")
