@@ -65,6 +65,9 @@ def test_planned_reads_name_a_corrupt_or_truncated_block(tmp_path: Path) -> None
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ChecksumError, match=f"{path}.*checksum mismatch"):
         Directory.open(tmp_path / "v.blockfs")[:, :, :]
+    with open(path, "r+b") as f:  # mended, so the truncation below is the only fault
+        f.seek(int(entry["offset"]) + 20)
+        f.write(byte)
     os.truncate(path, int(r.index[r.index["file"] == entry["file"]]["offset"].max()))
     with pytest.raises(TruncatedFileError, match=f"{path}: block file is truncated"):
         Directory.open(tmp_path / "v.blockfs")[:, :, :]
