@@ -198,9 +198,21 @@ class PrecomputedVolume:
         parts = url_path.removeprefix("/").split("/")
         if parts == ["info"]:
             return self.info_bytes()
+        if parts == ["provenance"]:
+            return self.provenance_bytes()
         if len(parts) == 2:
             return self.read_chunk(parts[0], parts[1])
         return None
+
+    def provenance_bytes(self) -> bytes:
+        """The ``provenance`` JSON cloud-volume reads: the finest scale's record (:mod:`..core.provenance`)."""
+        from ..core.directory_file import read_metadata
+        from ..core.provenance import cloudvolume_provenance
+
+        directory = self.scales[0].directory
+        path = directory.directory_filename
+        commit = read_metadata(path).get("Commit") if os.path.isfile(path) else None
+        return json.dumps(cloudvolume_provenance(directory.metadata, commit), indent=1).encode("utf-8")
 
     def chunks(self, scale: Scale) -> Iterator[tuple[str, tuple[int, int, int]]]:
         """Names and origins (x, y, z) of the chunks present in ``scale``."""

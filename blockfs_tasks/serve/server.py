@@ -4,9 +4,10 @@ Standard library only (:class:`http.server.ThreadingHTTPServer`): each
 connection gets a thread, and block reads (pread + Blosc) and gzip release the
 GIL, so requests are served in parallel. HTTP/1.1 keep-alive. Every response,
 errors included, carries CORS headers (Neuroglancer runs in a browser on
-another origin). Only ``/info`` and exact chunk names resolve
-(:meth:`PrecomputedVolume.resolve`); anything else, ``/provenance`` and
-never-written chunks included, is 404; a chunk name no chunk can have (a
+another origin). Only ``/info``, ``/provenance`` (cloud-volume's shape, see
+:mod:`..core.provenance`) and exact chunk names resolve
+(:meth:`PrecomputedVolume.resolve`); anything else, never-written chunks
+included, is 404; a chunk name no chunk can have (a
 5,000-digit coordinate) is 400. A volume whose directory file changes is
 reopened on the next request. Binds 127.0.0.1 unless told otherwise.
 
@@ -170,7 +171,7 @@ class PrecomputedHandler(CorsHandler):
         if data is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", body)
             return
-        content_type = "application/json" if path == "/info" else "application/octet-stream"
+        content_type = "application/json" if path in ("/info", "/provenance") else "application/octet-stream"
         extra = [("Vary", "Accept-Encoding")]
         compress = self.server.compress
         if compress is not None and accepts_gzip(self.headers.get("Accept-Encoding")):

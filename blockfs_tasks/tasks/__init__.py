@@ -29,6 +29,7 @@ from .interrupt import install_interrupt_handling
 from .pyramid import BuildLevel, Downsample, DownsampleBatch, PlaceLevel0, pyramid
 from .references import ExportReferences
 from .targets import BatchTarget
+from .versions import CommitVolume
 
 __all__ = [
     "BatchTarget",
@@ -36,6 +37,7 @@ __all__ = [
     "BuildDirectory",
     "BuildLevel",
     "BuildVolume",
+    "CommitVolume",
     "Downsample",
     "DownsampleBatch",
     "ExistingVolume",

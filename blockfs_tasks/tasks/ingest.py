@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from ..core.bytesource import is_remote
 from ..core.codec import make_codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
+from ..core.provenance import processing_step, with_step
 from ..ingest.planning import BatchPlan, plan_batches, plan_volume
 from ..ingest.sources import Source, check_extent, open_source
 from ..ingest.write import batch_blocks, write_batch_blocks
@@ -143,9 +145,19 @@ class BuildVolume(luigi.Task):
             done += n
             progress(done, len(batches))
 
+        spec = self.volume_spec()
+        spec = replace(spec, metadata=with_step(spec.metadata, self.provenance_step(), self.provenance_sources()))
         build = build_remote_volume if is_remote(dest) else build_directory
-        n = build(dest, self.volume_spec(), batches, merged)
+        n = build(dest, spec, batches, merged)
         progress.finish(f"{n} blocks indexed")
+
+    def provenance_sources(self) -> list[str]:
+        """Where the volume's data came from (recorded in its metadata's provenance)."""
+        return []
+
+    def provenance_step(self) -> dict[str, Any]:
+        """This build as a provenance record: the task's parameters, id and package versions."""
+        return processing_step(f"blockfs_tasks.{type(self).__name__}", dict(self.to_str_params()), self.task_id)
 
 
 #: Keywords of a parameter the planner sets: out of the task id and log lines (insignificant) and
@@ -243,6 +255,9 @@ class BuildDirectory(BuildVolume):
 
     def requires(self) -> list[WriteBlockBatch]:
         return self._batches
+
+    def provenance_sources(self) -> list[str]:
+        return [self.source]
 
     def volume_spec(self) -> VolumeSpec:
         return self._spec

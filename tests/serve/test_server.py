@@ -127,7 +127,7 @@ def test_absent_chunk_is_404_never_empty_200(image_server: BackgroundServer) -> 
 @pytest.mark.parametrize(
     "path",
     [
-        "/provenance",
+        "/provenance/x",
         "/",
         "/1_1_1/0-16_0-16_0-7",
         "/1_1_1/8-24_0-16_0-8",

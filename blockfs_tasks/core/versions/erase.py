@@ -13,7 +13,7 @@ from ..errors import OutOfBoundsError
 from ..grid import BlockGrid
 from .commits import write_directory
 from .ops import exclusive
-from .trees import drop_unused_names, load_tree
+from .trees import load_tree
 
 
 def region_positions(grid: BlockGrid, x0: int, x1: int, y0: int, y1: int, z0: int, z1: int) -> np.ndarray:
@@ -43,5 +43,5 @@ def delete_region(directory_path: str, x0: int, x1: int, y0: int, y1: int, z0: i
         present = int(np.count_nonzero(tree.index["file"][positions]))
         if present:
             tree.index[positions] = np.zeros(1, tree.index.dtype)
-            write_directory(directory_path, drop_unused_names(tree))
+            write_directory(directory_path, tree)  # every block file stays named (see ops.publish_working)
         return present

@@ -68,6 +68,18 @@ def exclusive(directory_path: str, what: str) -> Iterator[None]:
         session.release()
 
 
+def publish_working(directory_path: str, tree: Tree, current: Tree) -> None:
+    """Publish ``tree`` as the working directory file, still naming every block file ``current`` named.
+
+    A writing session tells its own new block files from those of the
+    directory it opened by their names, so a name, once in the working
+    directory, stays in it (unused names cost a few bytes of JSON).
+    """
+    names = list(tree.names)
+    names += [n for n in current.names if n not in set(tree.names)]
+    write_directory(directory_path, Tree(tree.spec, names, tree.index))
+
+
 @dataclass(frozen=True)
 class CommitResult:
     """A commit made (or found already made) and the tree it holds."""
@@ -156,7 +168,7 @@ def commit_working(
         working = load_tree(directory_path)
         result = commit_tree(directory_path, state.branch, state.base, working, message, author, extra)
         if len(changed_positions(working, result.tree)):
-            write_directory(directory_path, result.tree)
+            publish_working(directory_path, result.tree, working)
         refs.write_head(directory_path, refs.HeadState(state.branch, result.id))
         return result.id
 
@@ -217,8 +229,7 @@ def checkout(directory_path: str, ref: str, force: bool = False) -> str:
                 )
         cid = resolve(directory_path, ref)
         is_branch = refs.read_ref(directory_path, refs.HEADS, ref).commit == cid if _valid(ref) else False
-        tree = load_commit_tree(directory_path, cid)
-        write_directory(directory_path, tree)
+        publish_working(directory_path, load_commit_tree(directory_path, cid), working)
         refs.write_head(directory_path, refs.HeadState(ref if is_branch else None, cid))
         return cid
 

@@ -54,7 +54,7 @@ def test_commit_ids_are_content_hashes(volume, tmp_path):
     other = str(tmp_path / "other")
     os.mkdir(other)
     copy = os.path.join(other, "vol.blockfs")
-    d = Directory(2 * B, 2 * B, 2 * B, np.uint8, copy, x_block_size=B, y_block_size=B, z_block_size=B)
+    d = Directory(2 * B, 2 * B, 2 * B, np.uint16, copy, x_block_size=B, y_block_size=B, z_block_size=B)
     d.create()
     d.write_block(block(1), 0, 0, 0)
     d.close()
