@@ -3,8 +3,10 @@
 A volume's application metadata may hold ``"provenance": {"sources": [...],
 "processing": [...]}``; each processing step is a record of what made or
 changed the volume: the method (e.g. ``blockfs_tasks.BuildDirectory``), its
-parameters, the Luigi task id, who ran it, when, on which host, and the
-versions of the packages involved. ``blockfs-serve`` answers
+parameters, the Luigi task id where it does not depend on the volume's own
+path, who ran it (user@host), and the versions of the packages involved; no
+time and no destination path, so a rebuilt or resumed volume keeps the same
+bytes (a commit records when, and ``CommitVolume`` the full task ids). ``blockfs-serve`` answers
 ``/provenance`` with it in the shape of cloud-volume's
 ``DataLayerProvenance`` (``description``, ``sources``, ``processing``,
 ``owners``), adding the commit a served version is.
@@ -41,15 +43,17 @@ def _who() -> str:
         return socket.gethostname()
 
 
-def processing_step(method: str, parameters: dict[str, Any], task_id: str | None = None) -> dict[str, Any]:
-    """One processing record: method, parameters, task id, who, when (UTC), package versions."""
-    step: dict[str, Any] = {
-        "method": method,
-        "parameters": parameters,
-        "by": _who(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-    }
+def processing_step(
+    method: str, parameters: dict[str, Any], task_id: str | None = None, dated: bool = False
+) -> dict[str, Any]:
+    """One processing record: method, parameters, task id, who, package versions (and when, UTC, if ``dated``).
+
+    Undated by default, so a build resumed after a crash writes the same bytes
+    as one that never stopped; a commit of the volume records the time.
+    """
+    step: dict[str, Any] = {"method": method, "parameters": parameters, "by": _who(), "versions": package_versions()}
+    if dated:
+        step["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if task_id is not None:
         step["task_id"] = task_id
     return step

@@ -145,8 +145,9 @@ class BuildVolume(luigi.Task):
             done += n
             progress(done, len(batches))
 
-        spec = self.volume_spec()
-        spec = replace(spec, metadata=with_step(spec.metadata, self.provenance_step(), self.provenance_sources()))
+        spec, step = self.volume_spec(), self.provenance_step()
+        if step is not None:
+            spec = replace(spec, metadata=with_step(spec.metadata, step, self.provenance_sources()))
         build = build_remote_volume if is_remote(dest) else build_directory
         n = build(dest, spec, batches, merged)
         progress.finish(f"{n} blocks indexed")
@@ -155,9 +156,9 @@ class BuildVolume(luigi.Task):
         """Where the volume's data came from (recorded in its metadata's provenance)."""
         return []
 
-    def provenance_step(self) -> dict[str, Any]:
-        """This build as a provenance record: the task's parameters, id and package versions."""
-        return processing_step(f"blockfs_tasks.{type(self).__name__}", dict(self.to_str_params()), self.task_id)
+    def provenance_step(self) -> dict[str, Any] | None:
+        """This build as a provenance record (None: none kept): parameters, task id, package versions."""
+        return None
 
 
 #: Keywords of a parameter the planner sets: out of the task id and log lines (insignificant) and
@@ -258,6 +259,13 @@ class BuildDirectory(BuildVolume):
 
     def provenance_sources(self) -> list[str]:
         return [self.source]
+
+    def provenance_step(self) -> dict[str, Any] | None:
+        # Parameters but dest: the volume's own path is not where it came from, and a volume rebuilt
+        # elsewhere (or resumed) must have the same bytes. The task id hashes dest too, so the family is
+        # kept; a CommitVolume of the run records the full task ids in its commit.
+        params = {k: v for k, v in self.to_str_params().items() if k != "dest"}
+        return processing_step(f"blockfs_tasks.{self.get_task_family()}", params)
 
     def volume_spec(self) -> VolumeSpec:
         return self._spec

@@ -71,7 +71,9 @@ class CommitVolume(luigi.Task):
         key = self.run_key
         commit = self._earlier_commit(volume, key)
         if commit is None:
-            extra = {"run_key": key, "task_id": self.task_id, "parameters": dict(self.to_str_params()),
+            upstream = [t.task_id for t in luigi.task.flatten(self.requires())]
+            extra = {"run_key": key, "task_id": self.task_id, "upstream_task_ids": upstream,
+                     "parameters": dict(self.to_str_params()),
                      "run_parameters": luigi.freezing.recursively_unfreeze(self.run_parameters)}
             commit = versions.commit_working(volume, f"{self.message} [run {key}]", extra=extra)
         versions.create_ref(volume, versions.TAGS, self.output().tag, commit)

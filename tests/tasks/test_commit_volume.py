@@ -32,7 +32,8 @@ def test_build_then_commit_once_with_provenance(tmp_path: Path) -> None:
     provenance = Directory.open(dest).metadata["provenance"]
     assert provenance["sources"] == [str(tmp_path / "src.npy")]
     step = provenance["processing"][-1]
-    assert step["method"] == "blockfs_tasks.BuildDirectory" and step["task_id"].startswith("BuildDirectory_")
+    assert step["method"] == "blockfs_tasks.BuildDirectory" and step["parameters"]["source"].endswith("src.npy")
+    assert info.extra["upstream_task_ids"][0].startswith("BuildDirectory_")
     assert step["versions"]["numpy"] == np.__version__
 
     # rerun: nothing to do

@@ -19,6 +19,7 @@ linear history, whatever the number of committing processes or hosts.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ import numpy as np
 
 from .. import format as fmt
 from .. import session as sessions
+from ..atomic import sweep_temporaries
 from ..errors import DirtyVolumeError, FormatError, RefError, VersionConflictError, VolumeBusyError
 from ..journal import journal_files
 from ..merge import IndexMerger
-from ..naming import commit_file_name, fragment_name
+from ..naming import commit_file_name, fragment_name, ref_folder
 from . import refs
 from .commits import (
     CommitInfo,
@@ -56,6 +58,10 @@ def exclusive(directory_path: str, what: str) -> Iterator[None]:
     """Hold the volume's writing session for an operation on the whole volume; refuse unmerged journals."""
     session = sessions.acquire(directory_path)
     try:
+        sweep_temporaries(directory_path)  # left by a killed commit, checkout, delete or compaction
+        for kind in refs.KINDS:
+            for name in refs.list_refs(directory_path, kind, deleted=True):
+                sweep_temporaries(ref_folder(directory_path, kind, name) + os.sep)
         pending = journal_files(directory_path)
         if pending:
             raise VolumeBusyError(
@@ -264,6 +270,10 @@ def create_ref(directory_path: str, kind: str, name: str, ref: str | None = None
     """
     refs.check_ref_name(name)
     cid = resolve(directory_path, ref or "HEAD")
+    other = refs.TAGS if kind == refs.HEADS else refs.HEADS
+    if refs.read_ref(directory_path, other, name).commit is not None:
+        raise RefError(f"{directory_path}: {name!r} names a {'tag' if other == refs.TAGS else 'branch'} already; "
+                       f"a branch and a tag never share a name")
     while True:
         value = refs.read_ref(directory_path, kind, name)
         if value.commit == cid:

@@ -97,8 +97,8 @@ def move_ref(directory_path: str, kind: str, name: str, expected: RefValue, comm
     return True
 
 
-def list_refs(directory_path: str, kind: str) -> dict[str, str]:
-    """Every ref of ``kind`` that points at a commit: name -> commit id."""
+def list_refs(directory_path: str, kind: str, deleted: bool = False) -> dict[str, str]:
+    """Every ref of ``kind`` that points at a commit (with ``deleted``, deleted ones too, as ""): name -> id."""
     folder = os.path.join(refs_folder(directory_path), kind)
     try:
         names = sorted(os.listdir(folder))
@@ -108,8 +108,8 @@ def list_refs(directory_path: str, kind: str) -> dict[str, str]:
     for name in names:
         if _NAME.fullmatch(name):
             value = read_ref(directory_path, kind, name)
-            if value.commit is not None:
-                out[name] = value.commit
+            if value.commit is not None or deleted:
+                out[name] = value.commit or ""
     return out
 
 

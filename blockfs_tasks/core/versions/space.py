@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import PunchHoleUnsupportedError
-from ..naming import commit_file_name
+from ..naming import commit_file_name, resolve_block_path
 from .commits import commit_ids, reachable
 from .ops import exclusive
 from .trees import Tree, frames_by_file, load_tree
@@ -87,13 +87,17 @@ def _live_trees(directory_path: str, grace_seconds: float, remove: bool) -> tupl
 
 def _live_frames(directory_path: str, trees: Iterable[Tree]) -> dict[str, np.ndarray]:
     """Block file path -> sorted, merged (start, end) byte ranges of its live frames."""
-    folder = os.path.dirname(directory_path)
     parts: dict[str, list[np.ndarray]] = {}
     for tree in trees:
-        for path, rows in frames_by_file(tree, folder).items():
+        for name in tree.names:  # a named file with no live frame left is all dead
+            parts.setdefault(resolve_block_path(directory_path, name), [])
+        for path, rows in frames_by_file(tree, directory_path).items():
             parts.setdefault(path, []).append(rows)
     out = {}
     for path, chunks in parts.items():
+        if not chunks:
+            out[path] = np.zeros((0, 2), np.uint64)
+            continue
         rows = np.unique(np.concatenate(chunks), axis=0)
         starts, ends = rows[:, 0], rows[:, 0] + rows[:, 1]
         out[path] = _merge_ranges(starts, ends)

@@ -8,13 +8,13 @@ name their block files in different orders, so they are compared on
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import format as fmt
 from ..directory_file import read_metadata
+from ..naming import resolve_block_path
 
 # read every index whole (and check every page) instead of mapping it: version operations touch every entry
 _NO_MMAP = 1 << 62
@@ -104,7 +104,7 @@ def drop_unused_names(tree: Tree) -> Tree:
     return tree
 
 
-def frames_by_file(tree: Tree, folder: str) -> dict[str, np.ndarray]:
+def frames_by_file(tree: Tree, directory_path: str) -> dict[str, np.ndarray]:
     """Absolute block file path -> (offset, size) rows of the frames the tree references."""
     out: dict[str, np.ndarray] = {}
     files = tree.index["file"]
@@ -118,7 +118,7 @@ def frames_by_file(tree: Tree, folder: str) -> dict[str, np.ndarray]:
     for chunk in np.split(entries, bounds):
         name = tree.names[int(chunk["file"][0]) - 1]
         rows = np.stack([chunk["offset"].astype(np.uint64), chunk["size"].astype(np.uint64)], axis=1)
-        out[os.path.join(folder, name)] = rows
+        out[resolve_block_path(directory_path, name)] = rows
     return out
 
 

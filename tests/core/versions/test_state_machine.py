@@ -20,7 +20,7 @@ from blockfs_tasks.core import Directory
 from blockfs_tasks.core import versions as V
 from blockfs_tasks.core.errors import DirtyVolumeError, RefError
 
-from .conftest import B, N, ORIGINS, values_of, write
+from .conftest import ORIGINS, B, N, values_of, write
 
 NAMES = st.sampled_from(["a", "b", "c"])
 VALUES = st.integers(1, 60000)
@@ -77,7 +77,7 @@ class Versions(RuleBasedStateMachine):
     @precondition(lambda self: self.base is not None)
     @rule(name=NAMES)
     def tag(self, name: str) -> None:
-        if name in self.tags and self.tags[name] != self.base:
+        if (name in self.tags and self.tags[name] != self.base) or name in self.branches:
             with pytest.raises(RefError):
                 V.create_ref(self.path, V.TAGS, name)
             return
@@ -87,7 +87,7 @@ class Versions(RuleBasedStateMachine):
     @precondition(lambda self: self.base is not None)
     @rule(name=NAMES)
     def branch_here(self, name: str) -> None:
-        if name in self.branches and self.branches[name] != self.base:
+        if (name in self.branches and self.branches[name] != self.base) or name in self.tags:
             with pytest.raises(RefError):
                 V.create_ref(self.path, V.HEADS, name)
             return
@@ -105,9 +105,6 @@ class Versions(RuleBasedStateMachine):
     @rule(data=st.data(), force=st.booleans())
     def checkout(self, data: st.DataObject, force: bool) -> None:
         name = data.draw(st.sampled_from(sorted(set(self.branches) | set(self.tags))))
-        cid = self.branches.get(name) or self.tags[name]  # a branch wins over a tag of the same name
-        if name in self.tags and name not in self.branches:
-            cid = self.tags[name]
         if self._dirty() and not force:
             with pytest.raises(DirtyVolumeError):
                 V.checkout(self.path, name)
@@ -115,8 +112,7 @@ class Versions(RuleBasedStateMachine):
         assert V.checkout(self.path, name, force) == V.resolve(self.path, name)
         self.working = dict(self.commits[V.resolve(self.path, name)])
         self.base = V.resolve(self.path, name)
-        self.branch = name if name in self.branches and self.branches[name] == self.base else None
-        del cid
+        self.branch = name if name in self.branches else None
 
     @rule()
     def compact(self) -> None:
