@@ -86,7 +86,8 @@ def write_directory(path: str, tree: Tree, commit: CommitInfo | None = None) -> 
     if commit is not None:
         md["Commit"] = commit.to_dict()
     index = np.ascontiguousarray(tree.index)
-    write_atomically(path, [header_with_table(md, fmt.page_checksums(index, PAGE_ENTRIES)), index.data])
+    crcs = tree.page_crcs if tree.page_crcs is not None else fmt.page_checksums(index, PAGE_ENTRIES)
+    write_atomically(path, [header_with_table(md, crcs), index.data])
 
 
 def write_commit(directory_path: str, tree: Tree, commit: CommitInfo) -> str:

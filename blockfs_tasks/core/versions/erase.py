@@ -43,5 +43,6 @@ def delete_region(directory_path: str, x0: int, x1: int, y0: int, y1: int, z0: i
         present = int(np.count_nonzero(tree.index["file"][positions]))
         if present:
             tree.index[positions] = np.zeros(1, tree.index.dtype)
+            tree.page_crcs = None
             write_directory(directory_path, tree)  # every block file stays named (see ops.publish_working)
         return present

@@ -142,7 +142,12 @@ def commit_tree(
             tree = overlay(parent_tree, source, ours)
             tree.spec = source.spec
         parents = [head.commit] if head.commit else []
-        changed = changed_positions(parent_tree, tree) if head.commit else np.flatnonzero(tree.index["file"])
+        if not head.commit:
+            changed = np.flatnonzero(tree.index["file"])
+        elif not rebased:
+            changed = ours  # tree is source, parent is base
+        else:
+            changed = changed_positions(parent_tree, tree)
         if head.commit and len(changed) == 0 and read_commit(directory_path, head.commit).message == message:
             return CommitResult(head.commit, tree, rebased, False)
         cid = commit_id(tree, parents, message)
@@ -173,7 +178,7 @@ def commit_working(
             )
         working = load_tree(directory_path)
         result = commit_tree(directory_path, state.branch, state.base, working, message, author, extra)
-        if len(changed_positions(working, result.tree)):
+        if result.rebased and len(changed_positions(working, result.tree)):
             publish_working(directory_path, result.tree, working)
         refs.write_head(directory_path, refs.HeadState(state.branch, result.id))
         return result.id
@@ -203,7 +208,7 @@ def commit_batches(
     if base is not None:
         source = load_commit_tree(directory_path, base)
     else:
-        source = Tree.empty(load_tree(directory_path).spec)
+        source = Tree.empty(fmt.read_spec(directory_path))
     merger = IndexMerger(directory_path, source.index, source.names)
     for number in numbers:
         path = fragment_name(directory_path, number)

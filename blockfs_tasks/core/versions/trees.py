@@ -14,10 +14,10 @@ import numpy as np
 
 from .. import format as fmt
 from ..directory_file import read_metadata
+from ..errors import CorruptIndexError, FormatError, UnsupportedVersionError
 from ..naming import resolve_block_path
-
-# read every index whole (and check every page) instead of mapping it: version operations touch every entry
-_NO_MMAP = 1 << 62
+from ..paged_index import PagedIndex, page_checksums
+from ..spec import PAGE_ENTRIES
 
 
 @dataclass
@@ -27,19 +27,40 @@ class Tree:
     spec: fmt.VolumeSpec
     names: list[str]
     index: np.ndarray
+    page_crcs: np.ndarray | None = None  # of ``index`` as loaded (PAGE_ENTRIES pages); None once changed
 
     @classmethod
     def empty(cls, spec: fmt.VolumeSpec) -> Tree:
         return cls(spec, [], np.zeros(spec.grid.n_blocks, fmt.INDEX_DTYPE))
 
     def copy(self) -> Tree:
+        """A copy to change (without page CRCs)."""
         return Tree(self.spec, list(self.names), self.index.copy())
 
 
 def load_tree(path: str) -> Tree:
-    """The tree of a directory or commit file (every index page checked)."""
-    contents = fmt.read_directory(path, mmap_threshold=_NO_MMAP)
-    return Tree(contents.spec, list(contents.block_files), np.asarray(contents.index))
+    """The tree of a 2.x directory or commit file, every index page checked against its CRC-32C.
+
+    One pass over the whole index (mapped, copied, CRCs recomputed), which at
+    20 million entries costs a fraction of checking it page by page. Entries
+    are not range-checked here: a commit copies them as they are, and every
+    reader checks each page's entries when it first uses them. The page CRCs
+    are kept, so an unchanged tree is written again without recomputing them.
+    """
+    contents = fmt.read_directory(path, mmap_threshold=0)
+    if contents.version == fmt.VERSION_1:
+        raise UnsupportedVersionError(f"{path}: format 1.0.0 volumes have no versions; blockfs-upgrade it first")
+    paged = contents.index
+    if not isinstance(paged, PagedIndex):
+        raise FormatError(f"{path}: expected a memory-mapped index")
+    index = np.array(paged._array)  # the mapped entries, unchecked: checked right below, all at once
+    crcs = page_checksums(index, paged.page_entries)
+    bad = np.flatnonzero(crcs != paged.page_crcs)
+    if len(bad):
+        raise CorruptIndexError(f"{path}: index page {int(bad[0])} does not match its CRC-32C "
+                                f"({len(bad)} bad page(s))")
+    page_crcs = crcs if contents.version == fmt.VERSION and paged.page_entries == PAGE_ENTRIES else None
+    return Tree(contents.spec, list(contents.block_files), index, page_crcs)
 
 
 def _name_ids(names: list[str], table: dict[str, int]) -> np.ndarray:
@@ -50,15 +71,25 @@ def _name_ids(names: list[str], table: dict[str, int]) -> np.ndarray:
     return ids
 
 
+def _words(index: np.ndarray) -> np.ndarray:
+    """An index as (N, 5) u32 words: offset low, offset high, size, file, crc32c."""
+    return np.ascontiguousarray(index).view("<u4").reshape(-1, 5)
+
+
 def changed_positions(a: Tree, b: Tree) -> np.ndarray:
-    """Block positions whose entry differs between two trees of the same grid, ascending."""
-    table: dict[str, int] = {}
-    ids_a, ids_b = _name_ids(a.names, table), _name_ids(b.names, table)
-    fa, fb = ids_a[a.index["file"]], ids_b[b.index["file"]]
-    differ = fa != fb
-    present = (fa != 0) | (fb != 0)
-    for column in ("offset", "size", "crc32c"):
-        differ |= (a.index[column] != b.index[column]) & present
+    """Block positions whose entry differs between two trees of the same grid, ascending.
+
+    Absent entries are all zeros (every writer clears them so).
+    """
+    wa, wb = _words(a.index), _words(b.index)
+    unequal = (wa != wb).reshape(-1, 5)  # one flat comparison, then four ORs (faster than any(axis=1))
+    if a.names != b.names:  # the same file may have another number in each tree
+        table: dict[str, int] = {}
+        ids_a, ids_b = _name_ids(a.names, table), _name_ids(b.names, table)
+        unequal[:, 3] = ids_a[wa[:, 3]] != ids_b[wb[:, 3]]
+    differ = unequal[:, 0] | unequal[:, 1]
+    for column in (2, 3, 4):
+        differ |= unequal[:, column]
     return np.flatnonzero(differ)
 
 
