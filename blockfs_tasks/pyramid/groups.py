@@ -16,9 +16,9 @@ stays absent, tracked with a presence mask reduced like the data.
 
 Groups are sized by memory: a group grows while the base region of one top
 block fits ``region_bytes`` and the top level still has blocks enough to split
-into ``min_batches`` batches (so every worker has work); a level whose
-regions are tiny joins the group anyway (splitting it would cost more than it
-saves).
+into ``min_batches`` batches (so every worker has work); a base level of at
+most a quarter of ``region_bytes`` is read whole for all the levels left
+(splitting it would cost more than it saves).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from .reduce import REDUCERS, BlockWriter, step_of
 
 logger = logging.getLogger(__name__)
 
-#: A base level of at most this many bytes is one region: not worth splitting.
-SMALL_LEVEL_BYTES = 2 << 20
+#: A base level of at most ``region_bytes // SMALL_LEVEL_FRACTION`` bytes is read whole: splitting it into
+#: more groups or tasks would cost more (a sequential stage, tasks to schedule) than it saves.
+SMALL_LEVEL_FRACTION = 4
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ def plan_groups(pyramid: Pyramid, region_bytes: int, min_batches: int = 2) -> li
         base_bytes = _region_bytes(pyramid, base, base) * _n_blocks(pyramid, base)
         while top + 1 < n:
             fits = _region_bytes(pyramid, base, top + 1) <= region_bytes
-            parallel = _n_blocks(pyramid, top + 1) >= min_batches or base_bytes <= SMALL_LEVEL_BYTES
+            small = base_bytes <= region_bytes // SMALL_LEVEL_FRACTION
+            parallel = _n_blocks(pyramid, top + 1) >= min_batches or small
             if not (fits and parallel):
                 break
             top += 1

@@ -80,12 +80,14 @@ def test_groups_fit_the_region_budget_and_keep_workers_busy(tmp_path: Path) -> N
     assert [lv.key for lv in plan.levels] == ["1_1_1", "2_2_2", "4_4_4", "8_8_8", "16_16_16"]
     groups = plan_groups(plan, 64 << 20, min_batches=8)
     # 256^3 uint16 (32 MiB) under a level-2 block fits; 512^3 does not; level 3 has only 4 blocks
-    assert groups == [LevelGroup(0, 2), LevelGroup(2, 3), LevelGroup(3, 4)]
+    assert groups == [LevelGroup(0, 2), LevelGroup(2, 4)]  # level 2 (16 MiB) is read whole for levels 3-4
     assert group_of(groups, 2) == groups[0] and list(groups[0].levels) == [1, 2]
     batches = group_batches(plan, groups[0], 256, 8)
     level2 = BlockGrid(plan.levels[2].extent_xyz, plan.block_xyz)
     assert len(batches) == 8 and sorted(o for b in batches for o in b) == sorted(level2.origins())
-    assert len(group_batches(plan, groups[1], 256, 8)) == 4  # as many as level 3 has blocks
+    assert len(group_batches(plan, groups[1], 256, 8)) == 1  # level 4 is one block
+    assert plan_groups(plan, 32 << 20, min_batches=8)[1:] == [LevelGroup(2, 3), LevelGroup(3, 4)]
+    assert len(group_batches(plan, LevelGroup(2, 3), 256, 8)) == 4  # as many as level 3 has blocks
     assert plan_groups(plan, 1 << 30, min_batches=1) == [LevelGroup(0, 4)]  # one read for all levels
     assert plan_groups(plan, 1 << 20, min_batches=1)[0] == LevelGroup(0, 1)  # 1 MiB: one level at a time
     with pytest.raises(ConfigurationError):

@@ -30,7 +30,8 @@ def run_args(level0: Path, out: Path) -> list[str]:
 
 
 def config(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "test.cfg", {"pyramid": {"blocks_per_batch": 16}, "Downsample": {"min_tasks": 8}})
+    sections = {"pyramid": {"blocks_per_batch": 16}, "Downsample": {"min_tasks": 8, "region_mb": 1}}
+    return write_config(tmp_path / "test.cfg", sections)  # 10 batches for levels 1-2, one for 3-4
 
 
 def run_to_completion(level0: Path, out: Path, cfg: Path) -> None:
