@@ -79,3 +79,15 @@ def test_cp_refuses_what_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureF
     assert cp_main([str(src), str(tmp_path / "c"), "--compression", "zstd", "--silent"]) == 1
     assert "exists; remove it or choose another folder (nothing was written)" in capsys.readouterr().err
     assert Directory.open(tmp_path / "c" / "v.blockfs").compression == "lz4"
+
+
+@pytest.mark.parametrize("compression", ["fpzip", "pcodec"])
+def test_tiff_export_decodes_float_codecs(tmp_path: Path, compression: str) -> None:
+    import tifffile
+
+    from blockfs_tasks.export.tiff import export_tiff
+
+    data = make_float(tmp_path / "v.blockfs", compression=compression)
+    files = export_tiff(str(tmp_path / "v.blockfs"), str(tmp_path / "z%03d.tif"), n_threads=1)
+    assert len(files) == data.shape[0]
+    assert tifffile.imread(files[7]).tobytes() == data[7].tobytes()
