@@ -107,7 +107,7 @@ def build_pyramid(
                 if os.path.isdir(os.path.dirname(path)) and not os.listdir(os.path.dirname(path)):
                     os.rmdir(os.path.dirname(path))
     prepare_pyramid(pyramid, level0_path, level0)
-    level0_spec = read_directory(pyramid.path(0)).spec
+    level0_spec = pyramid.open(0).spec  # (a level 0 referenced by URL is read remotely)
     threads = n_threads or os.cpu_count() or 1
     for i in range(1, len(pyramid.levels)):
         n = build_level(pyramid, i, level0_spec, blocks_per_batch, threads, progress)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.atomic import fsync_folder, write_atomically
+from ..core.bytesource import is_remote, open_source
 from ..core.directory import Directory, resolve_block_path
 from ..core.errors import ConfigurationError, FormatError, MissingFileError
 from ..core.format import VolumeSpec, read_directory
@@ -50,7 +51,9 @@ class Pyramid:
     mode: str = "mean"
 
     def path(self, i: int) -> str:
-        """Absolute path of level ``i``'s directory file."""
+        """Absolute path of level ``i``'s directory file (a URL for a level 0 referenced remotely)."""
+        if is_remote(self.paths[i]):
+            return self.paths[i]
         return os.path.normpath(os.path.join(self.folder, self.paths[i]))
 
     def open(self, i: int) -> Directory:
@@ -145,12 +148,13 @@ def plan_pyramid(
         raise ConfigurationError(f"Invalid downsampling mode {mode!r}; expected one of {MODES}")
     if level0 not in LEVEL0_PLACEMENTS:
         raise ConfigurationError(f"Invalid level0 placement {level0!r}; expected one of {LEVEL0_PLACEMENTS}")
-    spec = read_directory(level0_path).spec
+    remote = is_remote(os.fspath(level0_path))
+    spec = read_directory(level0_path, source=open_source(os.fspath(level0_path)) if remote else None).spec
     levels = plan_levels(spec.grid.shape, spec.grid.block_xyz, resolution_nm_xyz, max_levels, factors)
     out_folder = os.path.abspath(out_folder)
     paths = [os.path.join(level.key, LEVEL_FILE) for level in levels]
     if level0 == "reference":
-        paths[0] = os.path.relpath(os.path.abspath(level0_path), out_folder)
+        paths[0] = os.fspath(level0_path) if remote else os.path.relpath(os.path.abspath(level0_path), out_folder)
     return Pyramid(
         out_folder,
         tuple(levels),
@@ -168,6 +172,8 @@ def place_level0(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str
     The directory file is written last, so an interrupted copy is not a volume.
     """
     target = pyramid.path(0)
+    if is_remote(os.fspath(level0_path)):  # a bucket's volume: referenced by its URL, or downloaded
+        return target if how == "reference" else _download_level0(os.fspath(level0_path), target)
     source = os.path.abspath(level0_path)
     if how == "reference" or os.path.abspath(target) == source:
         return target
@@ -189,6 +195,17 @@ def place_level0(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str
         shutil.copyfile(src, dest + ".tmp-copy")
         os.replace(dest + ".tmp-copy", dest)
     fsync_folder(target)
+    return target
+
+
+def _download_level0(url: str, target: str) -> str:
+    """Copy the remote level 0 to ``target`` (block files first, the directory last, resumable)."""
+    from ..core.remote_copy import copy_remote
+
+    copied = copy_remote(url, os.path.dirname(target))
+    if copied != target:
+        os.replace(copied, target)  # block files are named relative to the directory: only it is renamed
+        fsync_folder(target)
     return target
 
 

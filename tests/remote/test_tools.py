@@ -100,3 +100,48 @@ def test_info_verify_and_tiff_export_of_an_s3_volume(uploaded, tmp_path: Path, s
     capsys.readouterr()
     assert verify_main([url, "--silent", *options(moto.endpoint)]) == 1
     assert f"BAD block at (x, y, z) = ({x}, {y}, {z})" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placement", ["link", "reference"])
+def test_pyramid_of_an_s3_volume(uploaded, tmp_path: Path, moto: MotoServer, placement: str) -> None:
+    from blockfs_tasks.cli import pyramid_main
+    from blockfs_tasks.pyramid import Pyramid
+
+    local, url, data = uploaded
+    out = tmp_path / f"pyr-{placement}"
+    assert pyramid_main([url, str(out), "--level0", placement, "--max-levels", "2", "--silent",
+                         *options(moto.endpoint)]) == 0
+    pyramid = Pyramid.from_info(str(out))
+    assert (pyramid.path(0) == url) == (placement == "reference")
+    level1 = np.asarray(pyramid.open(1))
+    expected = data[: data.shape[0] // 2 * 2, : data.shape[1] // 2 * 2, : data.shape[2] // 2 * 2]
+    expected = expected.reshape(expected.shape[0] // 2, 2, expected.shape[1] // 2, 2, -1, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(level1[: expected.shape[0], : expected.shape[1], : expected.shape[2]], expected,
+                               atol=1)
+
+
+@pytest.mark.slow
+def test_serve_an_s3_volume(uploaded, moto: MotoServer) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    local, url, data = uploaded
+    code = "import sys; from blockfs_tasks.cli import serve_main; sys.exit(serve_main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, url, "--port", "0", *options(moto.endpoint)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        source = proc.stdout.readline().strip()
+        http = source.removeprefix("precomputed://")
+        info = json.loads(urllib.request.urlopen(f"{http}/info", timeout=60).read())
+        scale = info["scales"][0]
+        assert scale["size"] == [100, 90, 70]
+        x, y, z = list(Directory.open(url, storage_options=s3_options(moto.endpoint)).block_origins())[-1]  # an edge
+        x1, y1, z1 = min(x + 32, 100), min(y + 32, 90), min(z + 32, 70)
+        raw = urllib.request.urlopen(f"{http}/{scale['key']}/{x}-{x1}_{y}-{y1}_{z}-{z1}", timeout=60).read()
+        chunk = np.frombuffer(raw, data.dtype).reshape(z1 - z, y1 - y, x1 - x)  # raw precomputed: x fastest
+        np.testing.assert_array_equal(chunk, data[z:z1, y:y1, x:x1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
