@@ -204,8 +204,27 @@ class FsspecSource(ByteSource):
 
 
 def open_source(path: str, storage_options: dict[str, Any] | None = None) -> ByteSource:
-    """A :class:`FsspecSource` for a URL, else a :class:`LocalSource` (``storage_options`` must then be empty)."""
+    """A remote source for a URL (fsspec; obstore for ``s3://`` when installed), else a :class:`LocalSource`."""
     protocol = url_protocol(path)
     if protocol is None:
         return LocalSource()
+    if protocol == "s3":  # obstore (when installed) does the same GETs at less CPU per request
+        source = _obstore_source(dict(storage_options or {}))
+        if source is not None:
+            return source
     return FsspecSource(protocol, storage_options)
+
+
+def _obstore_source(storage_options: dict[str, Any]) -> ByteSource | None:
+    """An obstore S3 source for these s3fs options, or None (obstore missing, or an option it cannot take)."""
+    import importlib.util
+
+    if importlib.util.find_spec("obstore") is None:
+        return None
+    import fsspec.config
+
+    from .obstore_source import ObstoreS3Source, obstore_config
+
+    # fsspec's configuration (FSSPEC_S3_* variables, --storage-options) gives defaults, as it does to s3fs
+    config = obstore_config({**fsspec.config.conf.get("s3", {}), **storage_options})
+    return None if config is None else ObstoreS3Source(config, storage_options)

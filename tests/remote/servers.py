@@ -126,6 +126,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
+        # counted before the client gets its answer, so a count read right after a call includes it
+        self.server.log.add(Request(self.command, self.path, self.headers.get("Range"), len(data)))
         self.send_response_only(response.status, response.reason)
         for k, v in response.getheaders():
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"):
@@ -136,7 +138,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.server.log.add(Request(self.command, self.path, self.headers.get("Range"), len(data)))
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -184,13 +185,13 @@ class _RangeHandler(RangeRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
-    def do_GET(self) -> None:
-        super().do_GET()
+    def do_GET(self) -> None:  # counted before answering (a count read right after a call includes it)
         self.server.log.add(Request("GET", self.path, self.headers.get("Range"), 0))
+        super().do_GET()
 
     def do_HEAD(self) -> None:
-        super().do_HEAD()
         self.server.log.add(Request("HEAD", self.path, None, 0))
+        super().do_HEAD()
 
 
 class RangeServer(ThreadingHTTPServer):
