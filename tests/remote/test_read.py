@@ -170,3 +170,18 @@ def test_format_1_0_0_over_http(http_server: RangeServer) -> None:
     expected = np.asarray(Directory.open(str(V1_DATA / case / "precomputed.blockfs")))
     d = Directory.open(f"{http_server.url}/{case}/precomputed.blockfs")
     np.testing.assert_array_equal(np.asarray(d), expected)
+
+
+@pytest.mark.parametrize("extra, source", [({}, "ObstoreS3Source"), ({"use_listings_cache": False}, "FsspecSource")])
+def test_s3_through_obstore_or_fsspec(s3_volume, proxy: CountingProxy, extra, source: str) -> None:
+    """An option obstore has no name for keeps s3fs (the fsspec path gs:// and http(s):// take too)."""
+    pytest.importorskip("obstore")
+    url, data = s3_volume
+    d = Directory.open(url, storage_options={**s3_options(proxy.endpoint), **extra})
+    assert type(d.byte_source).__name__ == source
+    origins = list(d.block_origins())
+    proxy.log.take()
+    for x, y, z in origins[:5]:
+        np.testing.assert_array_equal(d.read_block(x, y, z), data[z : z + 32, y : y + 32, x : x + 32])
+    assert [r.method for r in proxy.log.take()] == ["GET"] * 5
+    np.testing.assert_array_equal(d[:, :, :], data)
