@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.bytesource import is_remote
 from ..core.optional import require
 from .rollback import RolledBackView, pending_rollback
 
@@ -116,8 +117,8 @@ def completed_planes(
     except OSError as e:
         logger.warning("%s: cannot read the export record (%s); treating nothing as complete", dest, e)
         return []
-    if src is not None and source != os.path.abspath(os.fspath(src)):
-        return []
+    if src is not None and source != (os.fspath(src) if is_remote(os.fspath(src)) else os.path.abspath(os.fspath(src))):
+        return []  # (a remote volume is recorded by its URL)
     return done
 
 

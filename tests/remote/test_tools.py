@@ -145,3 +145,17 @@ def test_serve_an_s3_volume(uploaded, moto: MotoServer) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_hdf5_export_of_an_s3_volume_resumes(uploaded, tmp_path: Path, moto: MotoServer) -> None:
+    import h5py
+
+    from blockfs_tasks.cli import hdf5_main
+    from blockfs_tasks.export.hdf5_record import completed_planes
+
+    local, url, data = uploaded
+    dest = tmp_path / "out.h5"
+    assert hdf5_main([url, str(dest), "/raw", "--z0", "0", "--z1", "32", "--silent", *options(moto.endpoint)]) == 0
+    assert completed_planes(dest, "/raw", url) == [(0, 32)]  # recorded by URL: a rerun resumes
+    with h5py.File(dest, "r") as f:
+        np.testing.assert_array_equal(f["/raw"][0:32], data[0:32])
