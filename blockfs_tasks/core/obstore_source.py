@@ -14,6 +14,7 @@ by s3fs.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
@@ -63,7 +64,8 @@ class ObstoreS3Source(ByteSource):
                 if store is None:
                     from obstore.store import S3Store
 
-                    endpoint = str(self.config.get("endpoint", ""))
+                    env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+                    endpoint = str(self.config.get("endpoint", env))
                     plain_http = endpoint.startswith("http://")  # a loopback or in-house server
                     store = self._stores[bucket] = S3Store(
                         bucket, client_options={"allow_http": True} if plain_http else None, **self.config
