@@ -147,10 +147,16 @@ class RemotePagedIndex(PagedIndex):
                     self._pages.setdefault(page, np.frombuffer(data, INDEX_DTYPE))
 
     def page_error(self, page: int) -> str | None:
-        """As :meth:`PagedIndex.page_error`; a page not held is fetched with the pages after it (a scan's next)."""
+        """As :meth:`PagedIndex.page_error` (a scan of every page): a page not held is fetched with the next ones."""
         if page not in self._pages:
             self.fetch(range(page, min(page + PAGES_PER_BATCH, self.n_pages)))
         return super().page_error(page)
+
+    def check_page(self, page: int) -> None:
+        """As :meth:`PagedIndex.check_page`; a block lookup fetches its own page only (one ranged GET)."""
+        if not self._checked[page] and page not in self._pages:
+            self.fetch([page])
+        super().check_page(page)
 
     def _page(self, page: int) -> np.ndarray:
         held = self._pages.get(page)

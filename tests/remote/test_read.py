@@ -99,6 +99,7 @@ def test_s3_corrupt_index_page_is_an_error(tmp_path: Path, s3, bucket: str, moto
     s3.pipe_file(url, bytes(raw))
     d = Directory.open(url, storage_options=s3_options(moto.endpoint))
     d.read_block(0, 0, 0)  # the first page is sound
+    assert d.index.pages_fetched == 1 and d.index.n_pages == 2  # opening never fetched the whole index
     with pytest.raises(CorruptIndexError, match="index page 1"):
         d.read_block(592, 56, 56)
 
