@@ -7,7 +7,27 @@ The core never reads configuration: tasks pass these values in explicitly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import luigi
+
+#: Spellings of ``[blockfs] shuffle`` -> Blosc shuffle (0 none, 1 byte, 2 bit); true/false as before.
+SHUFFLE_NAMES = {"none": 0, "false": 0, "0": 0, "byte": 1, "true": 1, "1": 1, "bit": 2, "2": 2}
+
+
+class ShuffleParameter(luigi.Parameter):
+    """Blosc shuffle by name: ``none``, ``byte`` or ``bit`` (``true`` / ``false`` mean byte / none)."""
+
+    def parse(self, x: Any) -> int:
+        if isinstance(x, bool | int):
+            return int(x)
+        key = str(x).strip().lower()
+        if key not in SHUFFLE_NAMES:
+            raise ValueError(f"expected shuffle none, byte or bit (or true / false), got {x!r}")
+        return SHUFFLE_NAMES[key]
+
+    def serialize(self, x: Any) -> str:
+        return {0: "none", 1: "byte", 2: "bit"}.get(int(x), str(x))
 
 
 class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
@@ -27,9 +47,10 @@ class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
     compression_level = luigi.IntParameter(
         default=2, description="Blosc compression level, 0-9 (pcodec 0-12; fpzip and kempressed have none)."
     )
-    shuffle = luigi.BoolParameter(
-        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-        description="Blosc byte shuffle.",
+    shuffle = ShuffleParameter(
+        default=1,
+        description="Blosc shuffle: byte (images), bit (sparse labels: far smaller at level 5) or none; "
+        "true / false mean byte / none.",
     )
     bitround_keepbits = luigi.OptionalIntParameter(
         default=None,

@@ -15,10 +15,10 @@ from blockfs_tasks.tasks.defaults import read_defaults
 
 def test_pipeline_defaults_are_zstd_2_with_byte_shuffle_everywhere_they_are_written() -> None:
     section = read_defaults()["blockfs"]
-    assert (section["compression"], section["compression_level"], section["shuffle"]) == ("zstd", "2", "true")
+    assert (section["compression"], section["compression_level"], section["shuffle"]) == ("zstd", "2", "byte")
     params = blockfs.get_params()
     defaults = {name: p._default for name, p in params}
-    assert (defaults["compression"], defaults["compression_level"], defaults["shuffle"]) == ("zstd", 2, True)
+    assert (defaults["compression"], defaults["compression_level"], defaults["shuffle"]) == ("zstd", 2, 1)
     assert INGEST_CODEC == BlockCodec("zstd", 2, True)  # a script's ingest writes what a Luigi run writes
 
 

@@ -56,3 +56,28 @@ def test_a_float_codec_on_an_integer_source_fails_before_writing(tmp_path: Path)
     assert done.returncode != 0
     assert "The codec 'fpzip' stores float32 and float64 volumes only. Got dtype uint16" in done.stderr
     assert not (tmp_path / "v.blockfs").exists()
+
+
+def test_bit_shuffle_from_the_command_line_and_true_as_before(tmp_path: Path) -> None:
+    """``--blockfs-shuffle bit`` (labels) writes a bit-shuffled volume; ``true`` / ``false`` keep their meaning."""
+    labels = np.zeros((24, 40, 36), np.uint32)
+    labels[4:20, 8:30, 6:30] = 7
+    np.save(tmp_path / "labels.npy", labels)
+    config = write_config(tmp_path / "luigi.cfg", {"blockfs": {"block_size": 16}})
+    for dest, shuffle, want in (("bit.blockfs", "bit", 2), ("true.blockfs", "true", 1), ("none.blockfs", "false", 0)):
+        done = subprocess.run(
+            luigi_command("BuildDirectory", "--source", "labels.npy", "--dest", dest, "--local-scheduler",
+                          "--blockfs-shuffle", shuffle),
+            cwd=tmp_path, env=luigi_env(config), capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        volume = Directory.open(tmp_path / dest)
+        assert volume.spec.codec.shuffle == want
+        assert np.array_equal(volume[:, :, :], labels)
+    bad = subprocess.run(
+        luigi_command("BuildDirectory", "--source", "labels.npy", "--dest", "x.blockfs", "--local-scheduler",
+                      "--blockfs-shuffle", "sideways"),
+        cwd=tmp_path, env=luigi_env(config), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert bad.returncode != 0 and "expected shuffle none, byte or bit" in bad.stdout + bad.stderr
+    assert not (tmp_path / "x.blockfs").exists()
