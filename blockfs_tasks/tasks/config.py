@@ -15,7 +15,7 @@ import luigi
 SHUFFLE_NAMES = {"none": 0, "false": 0, "0": 0, "byte": 1, "true": 1, "1": 1, "bit": 2, "2": 2}
 
 
-class ShuffleParameter(luigi.Parameter):
+class ShuffleParameter(luigi.Parameter[int]):
     """Blosc shuffle by name: ``none``, ``byte`` or ``bit`` (``true`` / ``false`` mean byte / none)."""
 
     def parse(self, x: Any) -> int:
