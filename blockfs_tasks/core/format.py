@@ -110,10 +110,11 @@ directory file of version 2.1.0, beside the volume, never changed once
 published, whose JSON also holds the key Commit: {"Id", "Parents" (ids,
 first parent first), "Message", "Author", "Time" (ISO 8601, UTC),
 "Changed" (blocks that differ from the first parent), "Extra" (the
-committer's own dict)}. <id> is 40 hex digits: the start of the SHA-256 of
-b"blockfs-commit-1\\n", the JSON {"message", "parents", "spec"} (keys
-sorted; spec as in a fragment) and the index's u32 sizes then u32 crc32cs
-(all N, position order). Author, time and offsets are not hashed.
+committer's own dict), "Tree" (hex SHA-256 of the index's u32 sizes then
+u32 crc32cs, all N, position order)}. <id> is 40 hex digits: the start of
+the SHA-256 of b"blockfs-commit-1\\n" and the JSON {"message", "parents",
+"spec", "tree"} (keys sorted; spec as in a fragment). Author, time and
+offsets are not hashed.
 
 Ref (branch ``vol.blockfs.refs/heads/<name>/``, tag ``.../tags/<name>/``): a
 folder of generation files named by 12 decimal digits; the newest
@@ -122,9 +123,10 @@ true}. A ref moves from generation g by writing the new value to a
 temporary file, fsyncing it and link()-ing it to generation g + 1, which
 fails if another process moved the ref first (compare-and-swap). Names:
 letters, digits, '.', '_', '-', starting with a letter or digit.
-``vol.blockfs.HEAD`` (JSON {"branch": name or null, "base": id or null})
-names the branch checked out in the working directory file and the commit
-it was last in step with. ``vol.blockfs@<ref>`` (a tag, a branch or a
+``vol.blockfs.HEAD`` (JSON {"branch": name or null, "base": id or null,
+"working": [inode, size, mtime ns] or null}) names the branch checked out
+in the working directory file, the commit it was last in step with, and
+the working file that then was. ``vol.blockfs@<ref>`` (a tag, a branch or a
 unique id prefix of at least 4 digits) opens a commit file read-only.
 
 Directory file, version 1.0.0 (the original blockfs; read as-is, no checksums)::

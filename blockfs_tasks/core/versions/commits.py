@@ -7,9 +7,11 @@ resolve as the volume's do, and opening it costs what opening the working
 volume costs: it is a whole index, never a chain of changes.
 
 The id is the SHA-256 (first 40 hex digits) of the volume's spec, the
-parents, the message and every entry's size and CRC-32C, so a commit redone
-after a crash gets the same id, and moving frames (compaction) never changes
-it. Author and time are kept but not hashed.
+parents, the message and the tree digest (SHA-256 of every entry's size and
+CRC-32C), so a commit redone after a crash gets the same id, and moving
+frames (compaction) never changes it. Author and time are kept but not
+hashed. A commit of a volume unchanged since its base copies the base's
+index with ``copy_file_range`` and reuses its digest: it never reads it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from .. import format as fmt
-from ..atomic import write_atomically
+from ..atomic import published, write_all, write_atomically
 from ..directory_file import header_with_table, read_metadata
-from ..errors import FormatError, MissingFileError, RefError
+from ..errors import FormatError, MissingFileError, RefError, TruncatedFileError
 from ..naming import commit_file_name, commit_id_of
-from ..spec import PAGE_ENTRIES
+from ..spec import CRC, HEADER, PAGE_ENTRIES, VolumeSpec
 from . import refs
 from .trees import Tree, load_tree
 
@@ -49,19 +51,25 @@ class CommitInfo:
     time: str  # ISO 8601, UTC
     changed: int  # blocks that differ from the first parent (all present blocks for a root commit)
     extra: dict[str, Any]  # the committer's own metadata (e.g. a pipeline run's parameters)
+    tree: str  # tree_digest of the commit's index
 
     def to_dict(self) -> dict[str, Any]:
         return {"Id": self.id, "Parents": list(self.parents), "Message": self.message, "Author": self.author,
-                "Time": self.time, "Changed": self.changed, "Extra": self.extra}
+                "Time": self.time, "Changed": self.changed, "Extra": self.extra, "Tree": self.tree}
 
 
-def commit_id(tree: Tree, parents: list[str], message: str) -> str:
-    """The content hash of a commit (see the module docstring)."""
-    h = hashlib.sha256(b"blockfs-commit-1\n")
-    h.update(json.dumps({"spec": tree.spec.to_dict(), "parents": parents, "message": message},
-                        sort_keys=True).encode())
-    h.update(np.ascontiguousarray(tree.index["size"]).tobytes())
+def tree_digest(tree: Tree) -> str:
+    """SHA-256 (hex) of every entry's size, then every entry's CRC-32C (u32, position order)."""
+    h = hashlib.sha256(np.ascontiguousarray(tree.index["size"]).tobytes())
     h.update(np.ascontiguousarray(tree.index["crc32c"]).tobytes())
+    return h.hexdigest()
+
+
+def commit_id(spec: fmt.VolumeSpec, parents: list[str], message: str, digest: str) -> str:
+    """The content hash of a commit (see the module docstring); ``digest`` is :func:`tree_digest`."""
+    h = hashlib.sha256(b"blockfs-commit-1\n")
+    h.update(json.dumps({"spec": spec.to_dict(), "parents": parents, "message": message, "tree": digest},
+                        sort_keys=True).encode())
     return h.hexdigest()[:ID_DIGITS]
 
 
@@ -98,6 +106,41 @@ def write_commit(directory_path: str, tree: Tree, commit: CommitInfo) -> str:
     return path
 
 
+def copy_commit(directory_path: str, source_id: str, commit: CommitInfo) -> str:
+    """Publish commit ``commit`` whose tree is commit ``source_id``'s, copying its index as it is; return its path.
+
+    The index bytes and page CRCs are copied unchanged (``copy_file_range``:
+    in the kernel, no pass through Python), so a corrupt source stays
+    detectably corrupt; nothing is recomputed.
+    """
+    path = commit_file_name(directory_path, commit.id)
+    if os.path.exists(path):
+        return path
+    source = commit_file_name(directory_path, source_id)
+    md = read_metadata(source)
+    with open(source, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        md_size, index_offset = fmt.read_header(source, f.read(HEADER.size), fmt.MAGIC, "blockfs directory file")
+        n_pages = -(-VolumeSpec.from_dict(md, source).grid.n_blocks // int(md["IndexPageEntries"]))
+        f.seek(HEADER.size + md_size + CRC.size)
+        table = np.frombuffer(fmt.read_exactly(f, 4 * n_pages, source, "page table"), "<u4")
+        md["Commit"] = commit.to_dict()
+        head = header_with_table(md, table)
+        with published(path) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                write_all(fd, head)
+                at, end = index_offset, size
+                while at < end:
+                    n = os.copy_file_range(f.fileno(), fd, end - at, at, len(head) + at - index_offset)
+                    if n == 0:
+                        raise TruncatedFileError(f"{source} shrank while it was copied")
+                    at += n
+            finally:
+                os.close(fd)
+    return path
+
+
 def read_commit(directory_path: str, commit_id: str) -> CommitInfo:
     """The commit record of commit ``commit_id`` (its header only)."""
     path = commit_file_name(directory_path, commit_id)
@@ -111,7 +154,7 @@ def read_commit(directory_path: str, commit_id: str) -> CommitInfo:
     try:
         return CommitInfo(str(record["Id"]), tuple(record["Parents"]), str(record["Message"]),
                           str(record["Author"]), str(record["Time"]), int(record["Changed"]),
-                          dict(record.get("Extra") or {}))
+                          dict(record.get("Extra") or {}), str(record["Tree"]))
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"{path}: malformed commit record ({e})") from e
 

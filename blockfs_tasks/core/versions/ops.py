@@ -38,11 +38,13 @@ from . import refs
 from .commits import (
     CommitInfo,
     commit_id,
+    copy_commit,
     default_author,
     load_commit_tree,
     now_iso,
     read_commit,
     resolve,
+    tree_digest,
     write_commit,
     write_directory,
 )
@@ -150,9 +152,10 @@ def commit_tree(
             changed = changed_positions(parent_tree, tree)
         if head.commit and len(changed) == 0 and read_commit(directory_path, head.commit).message == message:
             return CommitResult(head.commit, tree, rebased, False)
-        cid = commit_id(tree, parents, message)
+        digest = tree_digest(tree)
+        cid = commit_id(tree.spec, parents, message, digest)
         info = CommitInfo(cid, tuple(parents), message, author or default_author(), now_iso(), len(changed),
-                          dict(extra or {}))
+                          dict(extra or {}), digest)
         write_commit(directory_path, tree, info)
         if refs.move_ref(directory_path, refs.HEADS, branch, head, cid):
             logger.info("%s: commit %s on %s (%d blocks changed)", directory_path, cid, branch, len(changed))
@@ -176,12 +179,39 @@ def commit_working(
                 f"{directory_path}: the working volume has a commit checked out, not a branch; "
                 f"'blockfs-version branch VOL NAME' and 'checkout VOL NAME' first"
             )
+        if state.base is not None and state.working == refs.working_identity(directory_path):
+            cid = _commit_unchanged(directory_path, state.branch, state.base, message, author, extra)
+            if cid is not None:
+                refs.write_head(directory_path, refs.HeadState(state.branch, cid, state.working))
+                return cid
         working = load_tree(directory_path)
         result = commit_tree(directory_path, state.branch, state.base, working, message, author, extra)
         if result.rebased and len(changed_positions(working, result.tree)):
             publish_working(directory_path, result.tree, working)
-        refs.write_head(directory_path, refs.HeadState(state.branch, result.id))
+        refs.write_head(directory_path, refs.HeadState(state.branch, result.id, refs.working_identity(directory_path)))
         return result.id
+
+
+def _commit_unchanged(
+    directory_path: str, branch: str, base: str, message: str, author: str | None, extra: dict[str, Any] | None
+) -> str | None:
+    """Commit a working volume still equal to its base, which is the branch head: the index is copied, not read.
+
+    None if the branch moved meanwhile (the caller then takes the general way).
+    """
+    head = refs.read_ref(directory_path, refs.HEADS, branch)
+    if head.commit != base:
+        return None
+    info = read_commit(directory_path, base)
+    if info.message == message:  # a redo: the head already is this commit
+        return base
+    spec = fmt.read_spec(commit_file_name(directory_path, base))
+    cid = commit_id(spec, [base], message, info.tree)
+    commit = CommitInfo(cid, (base,), message, author or default_author(), now_iso(), 0, dict(extra or {}), info.tree)
+    copy_commit(directory_path, base, commit)
+    if refs.move_ref(directory_path, refs.HEADS, branch, head, cid):
+        return cid
+    return None
 
 
 def commit_batches(
@@ -241,7 +271,8 @@ def checkout(directory_path: str, ref: str, force: bool = False) -> str:
         cid = resolve(directory_path, ref)
         is_branch = refs.read_ref(directory_path, refs.HEADS, ref).commit == cid if _valid(ref) else False
         publish_working(directory_path, load_commit_tree(directory_path, cid), working)
-        refs.write_head(directory_path, refs.HeadState(ref if is_branch else None, cid))
+        refs.write_head(directory_path, refs.HeadState(ref if is_branch else None, cid,
+                                                       refs.working_identity(directory_path)))
         return cid
 
 

@@ -12,9 +12,12 @@ both win and nothing is ever half-written. Generations are never removed
 log and cost one small file per move.
 
 The working volume's state, ``vol.blockfs.HEAD`` (``{"branch": name or
-null, "base": id or null}``), says which branch is checked out and which
-commit the working directory file was last in step with; it is replaced
-atomically (it is this volume's alone, written under its writing session).
+null, "base": id or null, "working": [inode, size, mtime ns] or null}``),
+says which branch is checked out, which commit the working directory file
+was last in step with, and which file that was (a republished directory is
+a new file: while it is the same one, the working volume equals its base and
+a commit need not read it); it is replaced atomically (it is this volume's
+alone, written under its writing session).
 """
 
 from __future__ import annotations
@@ -119,6 +122,13 @@ class HeadState:
 
     branch: str | None
     base: str | None
+    working: list[int] | None = None  # the working file's (inode, size, mtime ns) when it last equalled base
+
+
+def working_identity(directory_path: str) -> list[int]:
+    """(inode, size, mtime ns) of the working directory file: it changes whenever the file is republished."""
+    st = os.stat(directory_path)
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def read_head(directory_path: str) -> HeadState:
@@ -131,12 +141,12 @@ def read_head(directory_path: str) -> HeadState:
         return HeadState(DEFAULT_BRANCH, None)
     try:
         value = json.loads(raw)
-        return HeadState(value.get("branch"), value.get("base"))
+        return HeadState(value.get("branch"), value.get("base"), value.get("working"))
     except (ValueError, AttributeError) as e:
         raise FormatError(f"{path}: not a HEAD file ({raw[:40]!r})") from e
 
 
 def write_head(directory_path: str, state: HeadState) -> None:
     """Replace the working volume's state atomically."""
-    data = json.dumps({"branch": state.branch, "base": state.base}).encode()
+    data = json.dumps({"branch": state.branch, "base": state.base, "working": state.working}).encode()
     write_atomically(head_state_name(directory_path), [data])

@@ -167,3 +167,22 @@ def test_delete_clears_aligned_regions_only(volume):
         d.delete(0, 3, 0, B, 0, B)
     with pytest.raises(OutOfBoundsError):
         d.delete(0, 3 * B, 0, B, 0, B)
+
+
+def test_an_unchanged_commit_copies_its_base_and_gets_the_id_of_a_full_one(volume, tmp_path):
+    import shutil
+
+    write(volume, {(0, 0, 0): 1, (B, B, B): 2})
+    base = Directory.open(volume).commit("base")
+    other = tmp_path / "other"
+    shutil.copytree(os.path.dirname(volume), other)
+    copy = str(other / "vol.blockfs")
+    fast = Directory.open(volume).commit("again")  # the working file is its base's: index copied
+    state = V.read_head(copy)
+    V.refs.write_head(copy, V.HeadState(state.branch, state.base, None))  # forget which file it was
+    assert Directory.open(copy).commit("again") == fast  # read, diffed and written in full: same id
+    info = V.read_commit(volume, fast)
+    assert info.parents == (base,) and info.changed == 0
+    assert values_of(f"{volume}@{fast}") == {(0, 0, 0): 1, (B, B, B): 2}
+    with open(commit_file_name(volume, fast), "rb") as a, open(commit_file_name(copy, fast), "rb") as b:
+        assert a.read()[-2000:] == b.read()[-2000:]  # the same index bytes
