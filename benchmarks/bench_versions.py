@@ -9,7 +9,10 @@ Writes benchmarks/results/versions.md and .json.
 2. **Commit of an unchanged 20M-block volume**: the index is synthesised with
    the format writer (every entry present, pointing into one block file that
    is never read: a commit never reads frames), then committed once (a root
-   commit), then again unchanged; the metadata cost is the commit file's size.
+   commit), then again unchanged (HEAD knows the working file is its base's:
+   the base's index is copied in the kernel), then again with HEAD's memory
+   of the file erased (read, checked, diffed and written in full); the
+   metadata cost is the commit file's size.
 3. **Compaction**: a volume of real blocks, every block rewritten once (no
    commit keeps the old ones), then ``compact``: reclaimed / dead bytes.
 
@@ -75,6 +78,13 @@ def bench_open_and_commit(folder: str, n_blocks: int, repeats: int) -> dict:
         c2 = V.commit_working(path, "unchanged")
     out["unchanged_commit_s"] = round(again.seconds, 2)
     out["unchanged_commit_other_cores"] = round(load.cores, 2)
+    state = V.read_head(path)
+    V.refs.write_head(path, V.HeadState(state.branch, state.base, None))  # forget the file: read it all
+    with OtherLoad() as load, Stopwatch() as full:
+        c3 = V.commit_working(path, "unchanged, read in full")
+    out["unchanged_commit_read_in_full_s"] = round(full.seconds, 2)
+    out["unchanged_commit_read_in_full_other_cores"] = round(load.cores, 2)
+    assert V.read_commit(path, c3).changed == 0
     out["commit_file_bytes"] = os.path.getsize(commit_file_name(path, c2))
     out["working_file_bytes"] = os.path.getsize(path)
     out["bytes_per_block_per_commit"] = round(out["commit_file_bytes"] / out["blocks"], 2)
