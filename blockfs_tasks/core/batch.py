@@ -14,6 +14,7 @@ size of the index) and publishes it atomically.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -26,10 +27,10 @@ from . import format as fmt
 from .atomic import fsync_folder, temporary_name, write_all, write_atomically
 from .codec import checksum
 from .encode import encode_block
-from .errors import FormatError
+from .errors import FormatError, VolumeHasVersionsError
 from .fragment import read_fragment_header
 from .merge import IndexMerger, check_block_file_holds
-from .naming import block_file_name, fragment_name
+from .naming import block_file_name, fragment_name, version_files
 from .parallel import bounded_map
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class BatchWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
+        if os.path.exists(self.block_path) and version_files(self.directory_path):
+            self._keep_versions_block_file()
         os.replace(self._tmp, self.block_path)
         fsync_folder(self.block_path)
         write_atomically(
@@ -92,6 +95,22 @@ class BatchWriter:
             [fmt.encode_fragment_header(self.spec, self.batch), b"".join(self._entries)],
         )
         logger.debug("committed batch %d: %d blocks", self.number, len(self._entries))
+
+    def _keep_versions_block_file(self) -> None:
+        """Refuse to replace a block file that commits may use, unless this batch rewrote the same bytes.
+
+        A rerun of a batch writes the same bytes (the work is deterministic),
+        so replacing its block file is harmless; different bytes would break
+        every commit that points into the old file.
+        """
+        if filecmp.cmp(self._tmp, self.block_path, shallow=False):
+            return
+        os.unlink(self._tmp)
+        raise VolumeHasVersionsError(
+            f"{self.directory_path} has versions, and batch {self.number} would replace its block file "
+            f"{os.path.basename(self.block_path)} with other bytes (commits point into it). Write the new "
+            f"volume at another path, or delete the volume's versions first"
+        )
 
     def abort(self) -> None:
         """Discard the batch: nothing it wrote stays."""

@@ -45,6 +45,7 @@ from .errors import (
     BlockShapeError,
     ConfigurationError,
     ReadOnlyError,
+    VolumeHasVersionsError,
     VolumeInUseError,
     WriteFailedError,
     WriterDiedError,
@@ -52,7 +53,7 @@ from .errors import (
 from .grid import XYZ, ZYX, BlockGrid
 from .journal import JournalReplay, journal_files, read_journal, remove_journals, torn_block_files
 from .merge import IndexMerger
-from .naming import resolve_block_path, volume_files
+from .naming import resolve_block_path, version_files, volume_files
 from .paged_index import PagedIndex
 from .parallel import bounded_map
 from .region import AxisRange, normalize_key, read_region
@@ -258,7 +259,8 @@ class Directory:
         """Create an empty volume, replacing any volume at the same path.
 
         Starts a writing session; raises :class:`VolumeInUseError` if another
-        one (of a live process) holds the volume. In a child that ``spawn`` or
+        one (of a live process) holds the volume, :class:`VolumeHasVersionsError`
+        if the volume has commits (they share its block files). In a child that ``spawn`` or
         ``forkserver`` is starting, the main script's top level runs again; a
         ``create()`` there joins the parent's volume instead of wiping the
         blocks the parent's workers are writing.
@@ -273,6 +275,7 @@ class Directory:
             logger.debug("%s: spawned child joins the parent's volume", self.directory_filename)
             return
         path = self.directory_filename
+        refuse_if_versioned(path, "create() would delete the block files they share")
         if self._session is not None:  # create() again: end this object's earlier session first
             process_appenders.release(path)
             self._session.release()
@@ -814,6 +817,17 @@ class _RunReader:
     def read_range(self, i: int, offset: int, size: int) -> bytes:
         """Bytes ``[offset, offset + size)`` of block file ``i`` (fewer at its end: decode names the block)."""
         return os.pread(self.reader.fd(i), size, offset)
+
+
+def refuse_if_versioned(directory_path: str, why: str) -> None:
+    """Raise :class:`VolumeHasVersionsError` if the volume has commits, refs or a HEAD."""
+    found = version_files(directory_path)
+    if found:
+        names = ", ".join(os.path.basename(f) for f in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise VolumeHasVersionsError(
+            f"{directory_path} has versions ({names}): {why}. Write the new volume at another path, "
+            f"or delete the volume's versions first (its .commit-* files, .refs folder and .HEAD)"
+        )
 
 
 def _in_spawned_child_bootstrap() -> bool:

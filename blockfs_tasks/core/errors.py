@@ -129,3 +129,10 @@ class DirtyVolumeError(VolumeBusyError):
 
 class PunchHoleUnsupportedError(BlockfsError, OSError):
     """A filesystem that cannot punch holes in a file (``fallocate`` PUNCH_HOLE), so compaction cannot reclaim."""
+
+
+class VolumeHasVersionsError(BlockfsError, FileExistsError):
+    """Replacing a volume, or one of its block files, whose commits (versions) still use those files.
+
+    The message names the volume and what to do: delete its versions first, or write elsewhere.
+    """

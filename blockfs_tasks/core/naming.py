@@ -93,6 +93,20 @@ def volume_files(directory_path: str) -> list[str]:
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
 
 
+def version_files(directory_path: str) -> list[str]:
+    """The commit files, refs folder and HEAD of a volume that exist now (empty: no versions)."""
+    base = os.path.basename(directory_path)
+    folder = os.path.dirname(directory_path) or "."
+    names = {base + REFS_SUFFIX, base + HEAD_SUFFIX}
+    try:
+        listing = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        os.path.join(folder, f) for f in listing if f in names or f.startswith(base + COMMIT_MARKER)
+    )
+
+
 def resolve_block_path(directory_path: str, name: str) -> str:
     """Where a block file named in a directory file is now.
 

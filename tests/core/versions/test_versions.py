@@ -186,3 +186,25 @@ def test_an_unchanged_commit_copies_its_base_and_gets_the_id_of_a_full_one(volum
     assert values_of(f"{volume}@{fast}") == {(0, 0, 0): 1, (B, B, B): 2}
     with open(commit_file_name(volume, fast), "rb") as a, open(commit_file_name(copy, fast), "rb") as b:
         assert a.read()[-2000:] == b.read()[-2000:]  # the same index bytes
+
+
+def test_create_and_batches_never_replace_the_block_files_of_commits(volume):
+    """create() over a versioned volume is refused; a batch may redo its block file only with the same bytes."""
+    from blockfs_tasks.core import format as fmt
+    from blockfs_tasks.core.batch import BatchWriter
+    from blockfs_tasks.core.errors import VolumeHasVersionsError
+
+    spec = fmt.read_spec(volume)
+    with BatchWriter(volume, spec, 101) as w:
+        w.write_block(block(5), 0, 0, 0)
+    first = V.commit_batches(volume, [101], "batch 101")
+    before = values_of(f"{volume}@{first}")
+    with BatchWriter(volume, spec, 101) as w:  # a rerun of the same batch: same bytes, allowed
+        w.write_block(block(5), 0, 0, 0)
+    with pytest.raises(VolumeHasVersionsError, match=r"batch 101 would replace its block file vol\.blockfs\.101"):
+        with BatchWriter(volume, spec, 101) as w:
+            w.write_block(block(6), 0, 0, 0)
+    with pytest.raises(VolumeHasVersionsError, match=r"vol\.blockfs has versions .*create\(\) would delete"):
+        Directory(2 * B, 2 * B, 2 * B, np.uint16, volume, x_block_size=B, y_block_size=B, z_block_size=B).create()
+    assert values_of(f"{volume}@{first}") == before
+    assert not [f for f in os.listdir(os.path.dirname(volume)) if ".tmp-" in f]
