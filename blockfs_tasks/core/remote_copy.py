@@ -42,22 +42,30 @@ def copy_remote(
     storage_options: dict[str, Any] | None = None,
     n_threads: int | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> str:
     """Copy the volume ``src`` into the folder or prefix ``dest``, one of them a URL; return the new directory's name.
 
-    ``storage_options`` go to fsspec for the remote side, as they are.
+    ``storage_options`` go to fsspec for the remote side, as they are. An
+    upload may rename the directory object (``name``; block objects keep
+    their names, which the directory holds).
     """
     if is_remote(src) == is_remote(dest):
         raise ConfigurationError(f"copy {src} -> {dest}: exactly one of them must be a URL (s3://, gs://...)")
     if is_remote(dest):
-        return _upload(os.path.abspath(local_path(src)), dest, storage_options, n_threads or COPY_THREADS, progress)
+        return _upload(
+            os.path.abspath(local_path(src)), dest, storage_options, n_threads or COPY_THREADS, progress, name
+        )
     return _download(src, os.path.abspath(local_path(dest)), storage_options, n_threads or COPY_THREADS, progress)
 
 
-def _upload(src: str, folder: str, options: dict[str, Any] | None, n_threads: int, progress: Progress | None) -> str:
+def _upload(
+    src: str, folder: str, options: dict[str, Any] | None, n_threads: int, progress: Progress | None,
+    name: str | None = None,
+) -> str:
     refuse_if_being_written(src, "Nothing was copied")
     contents = fmt.read_directory(src)
-    dest = f"{folder.rstrip('/')}/{os.path.basename(src)}"
+    dest = f"{folder.rstrip('/')}/{name or os.path.basename(src)}"
     store = ObjectStore.for_url(dest, options)
     sources = [resolve_block_path(src, name) for name in contents.block_files]
     for path in sources:
@@ -70,8 +78,8 @@ def _upload(src: str, folder: str, options: dict[str, Any] | None, n_threads: in
             f"{dest} holds another volume (or another version of this one); remove its objects first"
         )
 
-    def upload(path: str) -> None:
-        target = join_url(dest, os.path.basename(path))
+    def upload(path: str, target: str | None = None) -> None:
+        target = target or join_url(dest, os.path.basename(path))
         size, crc = os.path.getsize(path), file_crc32c(path)
         if store.holds(target, size, crc):
             logger.info("%s: already holds %s", target, path)
@@ -82,7 +90,7 @@ def _upload(src: str, folder: str, options: dict[str, Any] | None, n_threads: in
 
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(upload, sources))
-    upload(src)  # last: the volume exists at dest only once every block is there
+    upload(src, dest)  # last: the volume exists at dest only once every block is there
     return dest
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class Pyramid:
         """Absolute path of level ``i``'s directory file (a URL for a level 0 referenced remotely)."""
         if is_remote(self.paths[i]):
             return self.paths[i]
+        if is_remote(self.folder):  # a pyramid in a bucket: its levels are objects under its prefix
+            return f"{self.folder.rstrip('/')}/{posixpath.normpath(self.paths[i])}"
         return os.path.normpath(os.path.join(self.folder, self.paths[i]))
 
     def open(self, i: int) -> Directory:
@@ -142,7 +145,9 @@ def plan_pyramid(
 
     ``level0`` says where level 0 will be: ``"link"`` or ``"copy"`` put it in
     ``out_folder/1_1_1/`` (hard links fall back to a copy across filesystems),
-    ``"reference"`` records its path relative to ``out_folder``.
+    ``"reference"`` records its path relative to ``out_folder``. ``out_folder``
+    may be a bucket's prefix (``s3://bucket/path/pyramid``): level 0 is then
+    uploaded into it (``"link"`` and ``"copy"`` alike).
     """
     if mode not in MODES:
         raise ConfigurationError(f"Invalid downsampling mode {mode!r}; expected one of {MODES}")
@@ -151,7 +156,7 @@ def plan_pyramid(
     remote = is_remote(os.fspath(level0_path))
     spec = read_directory(level0_path, source=open_source(os.fspath(level0_path)) if remote else None).spec
     levels = plan_levels(spec.grid.shape, spec.grid.block_xyz, resolution_nm_xyz, max_levels, factors)
-    out_folder = os.path.abspath(out_folder)
+    out_folder = os.fspath(out_folder).rstrip("/") if is_remote(os.fspath(out_folder)) else os.path.abspath(out_folder)
     paths = [os.path.join(level.key, LEVEL_FILE) for level in levels]
     if level0 == "reference":
         paths[0] = os.fspath(level0_path) if remote else os.path.relpath(os.path.abspath(level0_path), out_folder)
@@ -172,6 +177,8 @@ def place_level0(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str
     The directory file is written last, so an interrupted copy is not a volume.
     """
     target = pyramid.path(0)
+    if is_remote(pyramid.folder) and not is_remote(os.fspath(level0_path)):
+        return _upload_level0(os.fspath(level0_path), target) if how != "reference" else target
     if is_remote(os.fspath(level0_path)):  # a bucket's volume: referenced by its URL, or downloaded
         return target if how == "reference" else _download_level0(os.fspath(level0_path), target)
     source = os.path.abspath(level0_path)
@@ -209,18 +216,33 @@ def _download_level0(url: str, target: str) -> str:
     return target
 
 
+def _upload_level0(path: str, target: str) -> str:
+    """Upload the local level 0 as the object ``target`` (block objects first, the directory last, resumable)."""
+    from ..core.remote_copy import copy_remote
+
+    folder, name = target.rsplit("/", 1)
+    return copy_remote(path, folder, name=name)
+
+
 def prepare_pyramid(pyramid: Pyramid, level0_path: str | os.PathLike[str], how: str = "link") -> None:
     """Create the folder of every level and put level 0 in place (the first step of a build)."""
     for i in range(len(pyramid.levels)):
-        if i or how != "reference":
+        if (i or how != "reference") and not is_remote(pyramid.path(i)):
             os.makedirs(os.path.dirname(pyramid.path(i)), exist_ok=True)
     place_level0(pyramid, level0_path, how)
 
 
 def write_pyramid_info(pyramid: Pyramid) -> str:
     """Publish the pyramid's ``info`` atomically (last: it marks the pyramid complete)."""
+    data = json.dumps(pyramid.to_info(), indent=1).encode("utf-8")
+    if is_remote(pyramid.folder):  # an object appears only whole: one PUT is atomic
+        from ..core.objects import ObjectStore
+
+        url = f"{pyramid.folder}/{INFO_NAME}"
+        ObjectStore.for_url(url).put_bytes(data, url)
+        return url
     path = os.path.join(pyramid.folder, INFO_NAME)
-    write_atomically(path, [json.dumps(pyramid.to_info(), indent=1).encode("utf-8")])
+    write_atomically(path, [data])
     return path
 
 

@@ -8,6 +8,12 @@ levels are cut into groups (:func:`~blockfs_tasks.pyramid.plan_groups`): one
 batch (block file + fragment) of *every* level of the group; one
 ``BuildLevel`` per level merges its batches; the ``info`` file, written last,
 is the pipeline's final target.
+
+``--out s3://bucket/path/pyramid`` writes the same objects into a bucket:
+level 0 is uploaded, each batch is staged locally and uploaded (block file,
+then fragment: :mod:`.remote`), each level's directory object and then the
+``info`` object are written last, and higher levels read their base level
+from the bucket.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import luigi
 
 from ..core.batch import BatchWriter
+from ..core.bytesource import is_remote
 from ..core.format import VolumeSpec, read_spec
 from ..pyramid import (
     LevelGroup,
@@ -37,6 +44,15 @@ from .config import io_resources
 from .export import FromVolume
 from .ingest import _PLANNED, BuildVolume
 from .progress import TaskProgress
+from .remote import (
+    RemoteBatchTarget,
+    RemotePyramidInfoTarget,
+    RemoteVolumeTarget,
+    VolumeParameter,
+    batch_path,
+    local_or_url,
+    publish_if_remote,
+)
 from .targets import BatchTarget, PyramidInfoTarget, VolumeTarget
 
 REGION_MB = 64  # base-level MiB per read: 256^3 uint16 -> two levels of 64^3 blocks per read
@@ -63,7 +79,7 @@ class _PyramidPlan(luigi.Task):
     """Mixin: the parameters that fix a pyramid's plan, and the plan."""
 
     level0 = luigi.PathParameter(description="Directory file of level 0.")
-    out = luigi.PathParameter(description="Folder of the pyramid.")
+    out = VolumeParameter(description="Folder of the pyramid (or s3://..., gs://...).")
     # Planner choices: out of the task ids, logs and UI (level0 and out name the pyramid);
     # a batch's fragment records its level and blocks_per_batch, so a changed plan reruns it.
     mode = luigi.Parameter(**_PLANNED, description="mean or mode.")
@@ -98,8 +114,11 @@ class _PyramidPlan(luigi.Task):
 class PlaceLevel0(_PyramidPlan):
     """Level 0 inside the pyramid folder (a hard link, or a copy across filesystems)."""
 
-    def output(self) -> VolumeTarget:
-        return VolumeTarget(self.plan.path(0), lambda: read_spec(self.level0))
+    def output(self) -> VolumeTarget | RemoteVolumeTarget:
+        path = self.plan.path(0)
+        if is_remote(path):
+            return RemoteVolumeTarget(path, lambda: read_spec(self.level0))
+        return VolumeTarget(path, lambda: read_spec(self.level0))
 
     def run(self) -> None:
         prepare_pyramid(self.plan, self.level0, "link")
@@ -135,11 +154,13 @@ class DownsampleBatch(_PyramidPlan):
                 "blocks_per_batch": self.blocks_per_batch, "region_mb": self.region_mb,
                 "min_tasks": self.min_tasks, "mode": self.mode}
 
-    def output(self) -> list[BatchTarget]:
-        return [
-            BatchTarget(self.plan.path(level), self.batch, self.spec_of(level), self.batch_extent(level))
-            for level in self.group.levels
-        ]
+    def output(self) -> list[BatchTarget | RemoteBatchTarget]:
+        targets: list[BatchTarget | RemoteBatchTarget] = []
+        for level in self.group.levels:
+            path, spec, extent = self.plan.path(level), self.spec_of(level), self.batch_extent(level)
+            remote = is_remote(path)
+            targets.append((RemoteBatchTarget if remote else BatchTarget)(path, self.batch, spec, extent))
+        return targets
 
     def run(self) -> None:
         group = self.group
@@ -155,10 +176,14 @@ class DownsampleBatch(_PyramidPlan):
         specs = [self.spec_of(level) for level in group.levels]
         with ExitStack() as stack:
             writers = [
-                stack.enter_context(BatchWriter(self.plan.path(level), spec, self.batch, self.batch_extent(level)))
+                stack.enter_context(
+                    BatchWriter(batch_path(self.plan.path(level)), spec, self.batch, self.batch_extent(level))
+                )
                 for level, spec in zip(group.levels, specs, strict=True)
             ]
             written = downsample_group_batch(self.plan.open(group.base), specs, writers, origins, self.plan.mode, step)
+        for level in group.levels:  # a bucket's levels: upload the staged batches (each fragment last)
+            publish_if_remote(self.plan.path(level), self.batch)
         progress.finish(f"{sum(written)} blocks written")
 
 
@@ -182,7 +207,7 @@ class BuildLevel(_PyramidPlan, BuildVolume):
 class Downsample(FromVolume):
     """Build the whole pyramid of a volume; the target is the pyramid's ``info`` file."""
 
-    out = luigi.PathParameter(description="Folder of the pyramid (myvol/info, myvol/1_1_1/...).")
+    out = VolumeParameter(description="Folder of the pyramid (myvol/info, myvol/1_1_1/...), or s3://..., gs://...")
     region_mb = luigi.IntParameter(
         default=REGION_MB, significant=False,
         description="MiB of a base level one DownsampleBatch reads at a time: it writes every level whose blocks "
@@ -199,16 +224,18 @@ class Downsample(FromVolume):
     def _plan_params(self) -> dict[str, Any]:
         config = pyramid()
         return {
-            "level0": os.path.abspath(self.volume_path()), "out": os.path.abspath(self.out), "mode": config.mode,
+            "level0": os.path.abspath(self.volume_path()), "out": local_or_url(self.out), "mode": config.mode,
             "resolution_nm": list(config.resolution_nm), "max_levels": config.max_levels,
             "blocks_per_batch": config.blocks_per_batch, "region_mb": self.region_mb, "min_tasks": self.min_tasks,
         }
 
-    def output(self) -> PyramidInfoTarget:
-        """The ``info`` file; one describing another pyramid raises, never counts as done."""
-        return PyramidInfoTarget(
-            os.path.join(os.path.abspath(self.out), "info"), lambda: PlaceLevel0(**self._plan_params()).plan.to_info()
-        )
+    def output(self) -> PyramidInfoTarget | RemotePyramidInfoTarget:
+        """The ``info`` file (or object); one describing another pyramid raises, never counts as done."""
+        out = local_or_url(self.out)
+        planned = lambda: PlaceLevel0(**self._plan_params()).plan.to_info()  # noqa: E731
+        if is_remote(out):
+            return RemotePyramidInfoTarget(f"{out.rstrip('/')}/info", planned)
+        return PyramidInfoTarget(os.path.join(out, "info"), planned)
 
     def run(self) -> Any:
         params = self._plan_params()

@@ -76,6 +76,30 @@ class RemoteVolumeTarget(luigi.Target):
         return True
 
 
+class RemotePyramidInfoTarget(luigi.Target):
+    """A pyramid's ``info`` object (written last); it exists only if it describes the planned pyramid."""
+
+    def __init__(self, url: str, planned: Callable[[], dict[str, Any]]) -> None:
+        self.url, self.planned = url, planned
+
+    def exists(self) -> bool:
+        from .targets import check_pyramid_info
+
+        store = ObjectStore.for_url(self.url)
+        return store.exists(self.url) and check_pyramid_info(self.url, store.cat(self.url), self.planned)
+
+
+def batch_path(dest: str) -> str:
+    """Where a batch of the volume ``dest`` is written: ``dest`` itself, or its staging path for a URL."""
+    return staging_path(dest) if is_remote(dest) else dest
+
+
+def publish_if_remote(dest: str, number: int) -> None:
+    """Upload batch ``number`` of a remote volume from its staging folder (block, then fragment); locally nothing."""
+    if is_remote(dest):
+        publish_batch(staging_path(dest), dest, number, ObjectStore.for_url(dest))
+
+
 def write_remote_batch(
     url: str,
     spec: VolumeSpec,

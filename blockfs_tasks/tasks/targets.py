@@ -169,21 +169,30 @@ class PyramidInfoTarget(luigi.LocalTarget):
         if not os.path.exists(path):
             return False
         try:
-            with open(path, encoding="utf-8") as f:
-                have = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
             raise OutputExistsError(f"{path} exists and is not a pyramid info file ({e})") from e
-        try:
-            want = json.loads(json.dumps(self.planned()))
-        except MissingFileError as e:
-            logger.warning("%s: taken as done; cannot check it against its plan (%s)", path, e)
-            return True
-        if have != want:
-            keys = []
-            if isinstance(have, dict):
-                keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise OutputExistsError(
-                f"{path} exists but describes another pyramid than planned (differs in: "
-                f"{', '.join(keys) or 'everything'}); remove the pyramid folder to rebuild it"
-            )
+        return check_pyramid_info(path, raw, self.planned)
+
+
+def check_pyramid_info(path: str, raw: bytes, planned: Callable[[], dict[str, Any]]) -> bool:
+    """True if the existing info ``raw`` (of file or object ``path``) is the planned one; else raise."""
+    try:
+        have = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OutputExistsError(f"{path} exists and is not a pyramid info file ({e})") from e
+    try:
+        want = json.loads(json.dumps(planned()))
+    except MissingFileError as e:
+        logger.warning("%s: taken as done; cannot check it against its plan (%s)", path, e)
         return True
+    if have != want:
+        keys = []
+        if isinstance(have, dict):
+            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        raise OutputExistsError(
+            f"{path} exists but describes another pyramid than planned (differs in: "
+            f"{', '.join(keys) or 'everything'}); remove the pyramid folder to rebuild it"
+        )
+    return True
