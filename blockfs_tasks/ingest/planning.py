@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.codec import BlockCodec, Codec
+from ..core.codec import BlockCodec, Codec, Compression, make_codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.grid import BlockGrid
@@ -30,6 +30,20 @@ if TYPE_CHECKING:
 #: Blosc zstd level 2 + byte shuffle, chosen by measurement (``benchmarks/results/codecs.md``).
 #: The live ``Directory()`` keeps the original blockfs's zstd level 5.
 INGEST_CODEC = BlockCodec("zstd", 2, True)
+
+
+def pipeline_codec(
+    compression: str, level: int | None, shuffle: int = 1, bitround_keepbits: int | None = None
+) -> Codec:
+    """The codec a pipeline run writes; ``level=None`` is the pipeline's default for ``compression``.
+
+    That default is :data:`INGEST_CODEC`'s level (2) for a Blosc compressor,
+    the codec's own for the others (pcodec 8), so ``compression = pcodec``
+    alone does not inherit a level measured for Blosc.
+    """
+    if level is None and compression in Compression.__members__:
+        level = INGEST_CODEC.level
+    return make_codec(compression, level, shuffle, bitround_keepbits)
 
 
 @dataclass(frozen=True)

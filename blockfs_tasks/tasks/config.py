@@ -44,8 +44,10 @@ class blockfs(luigi.Config):  # lower case: named after its luigi.cfg section
         "(snappy only where Blosc was built with it); for float volumes also fpzip, pcodec (lossless) "
         "or kempressed (data in [0, 1], at most one machine epsilon off).",
     )
-    compression_level = luigi.IntParameter(
-        default=2, description="Blosc compression level, 0-9 (pcodec 0-12; fpzip and kempressed have none)."
+    compression_level = luigi.OptionalIntParameter(
+        default=None,
+        description="Compression level: Blosc 0-9, pcodec 0-12 (fpzip and kempressed have none); empty = the "
+        "pipeline's default for the codec: Blosc 2 (measured, see the codec table), pcodec 8.",
     )
     shuffle = ShuffleParameter(
         default=1,

@@ -27,11 +27,10 @@ from luigi.freezing import recursively_unfreeze
 from ..core.atomic import sweep_temporaries
 from ..core.batch import build_directory
 from ..core.bytesource import is_remote
-from ..core.codec import make_codec
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
 from ..core.provenance import processing_step, with_step
-from ..ingest.planning import BatchPlan, plan_batches, plan_volume
+from ..ingest.planning import BatchPlan, pipeline_codec, plan_batches, plan_volume
 from ..ingest.sources import Source, check_extent, open_source
 from ..ingest.write import batch_blocks, write_batch_blocks
 from .config import blockfs, ingest, io_resources
@@ -223,7 +222,7 @@ class BuildDirectory(BuildVolume):
         """The planned volume: the source's shape and dtype (one header read), the [blockfs] format."""
         config = blockfs()
         bz = config.z_block_size or config.block_size
-        codec = make_codec(config.compression, config.compression_level, config.shuffle, config.bitround_keepbits)
+        codec = pipeline_codec(config.compression, config.compression_level, config.shuffle, config.bitround_keepbits)
         with open_source(self.source) as src:
             if self.extent_xyz:
                 x, y, z = self.extent_xyz
