@@ -143,12 +143,17 @@ def _compact_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="blockfs-compact",
         description="Give back the space of block frames that neither the working volume nor any commit reachable "
-        "from a branch or tag references (holes punched in place: nothing is rewritten or republished).",
+        "from a branch or tag references: holes punched in place (nothing is rewritten or republished), or, "
+        "where the filesystem cannot punch holes, live frames copied to new block files and the directory and "
+        "commit files that name them republished (commit ids do not change).",
         epilog="Refuses while a writing session is open. Safe to kill at any point; rerun to finish.",
     )
     p.add_argument("volume", help="The volume's directory file.")
     p.add_argument("--grace-seconds", type=float, default=24 * 3600.0,
                    help="Remove unreachable commits only once older than this (default: one day).")
+    p.add_argument("--method", choices=("auto", "punch", "copy"), default="auto",
+                   help="punch: holes in place; copy: live frames to new block files; "
+                   "auto (default): punch where the filesystem can, else copy.")
     p.add_argument("--json", action="store_true", help="Print JSON.")
     return p
 
@@ -158,12 +163,12 @@ def compact_main(args: argparse.Namespace) -> int:
     """blockfs-compact VOL: prints bytes reclaimed, live and dead."""
     from .core.versions import compact
 
-    report = compact(args.volume, args.grace_seconds)
+    report = compact(args.volume, args.grace_seconds, args.method)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
         print(f"reclaimed {report.reclaimed_bytes} bytes; live {report.live_bytes}, dead left {report.dead_bytes} "
-              f"(frames sharing a filesystem block with a live one); {len(report.commits_removed)} "
+              f"(with punch: frames sharing a filesystem block with a live one); {len(report.commits_removed)} "
               f"unreachable commit(s) removed")
     return 0
 

@@ -106,15 +106,19 @@ token) names it. Both files have this layout::
     end in a torn entry (a writer killed mid-append); it is dropped.
 
 Commit file ``vol.blockfs.commit-<id>`` (versions, part of 2.1.0): a
-directory file of version 2.1.0, beside the volume, never changed once
-published, whose JSON also holds the key Commit: {"Id", "Parents" (ids,
+directory file of version 2.1.0, beside the volume, its blocks never
+changed once published, whose JSON also holds the key Commit: {"Id", "Parents" (ids,
 first parent first), "Message", "Author", "Time" (ISO 8601, UTC),
 "Changed" (blocks that differ from the first parent), "Extra" (the
 committer's own dict), "Tree" (hex SHA-256 of the index's u32 sizes then
 u32 crc32cs, all N, position order)}. <id> is 40 hex digits: the start of
 the SHA-256 of b"blockfs-commit-1\\n" and the JSON {"message", "parents",
-"spec", "tree"} (keys sorted; spec as in a fragment). Author, time and
-offsets are not hashed.
+"spec", "tree"} (keys sorted; spec as in a fragment). Author, time,
+offsets and block file names are not hashed: the one change a commit
+file ever sees is a copying compaction republishing it (atomically, same
+id, sizes and CRCs) pointing at block files ``vol.blockfs.compact-<k>`` that
+hold its live frames; ``vol.blockfs.compaction`` (JSON {"Retire": [block
+file names]}) lists the files it removes once nothing names them.
 
 Ref (branch ``vol.blockfs.refs/heads/<name>/``, tag ``.../tags/<name>/``): a
 folder of generation files named by 12 decimal digits; the newest

@@ -3,6 +3,8 @@
 For the directory file ``vol.blockfs``:
 
 - block file ``k``: ``vol.blockfs.<k>``
+- block file ``k`` written by a copying compaction: ``vol.blockfs.compact-<k>``
+- a copying compaction's list of block files to retire: ``vol.blockfs.compaction``
 - its fragment (batch writer): ``vol.blockfs.<k>.fragment``
 - its journal (live writer): ``vol.blockfs.<k>.journal``
 - the journal shared by the live writers before format 2.1: ``vol.blockfs.journal``
@@ -25,6 +27,8 @@ JOURNAL_SUFFIX = ".journal"
 SESSION_SUFFIX = ".session"
 TEMP_MARKER = ".tmp-"
 COMMIT_MARKER = ".commit-"
+COMPACT_MARKER = ".compact-"
+COMPACTION_SUFFIX = ".compaction"
 REFS_SUFFIX = ".refs"
 HEAD_SUFFIX = ".HEAD"
 GENERATION_DIGITS = 12
@@ -33,6 +37,23 @@ GENERATION_DIGITS = 12
 def block_file_name(directory_path: str, number: int) -> str:
     """Path of block file ``number`` of the volume at ``directory_path``."""
     return f"{directory_path}.{number}"
+
+
+def compacted_block_name(directory_path: str, number: int) -> str:
+    """Path of block file ``number`` written by a copying compaction (only compaction makes these names)."""
+    return f"{directory_path}{COMPACT_MARKER}{number}"
+
+
+def compacted_block_names(directory_path: str) -> list[str]:
+    """Every block file a copying compaction wrote that exists now (temporary files aside)."""
+    pattern = re.compile(re.escape(os.path.basename(directory_path) + COMPACT_MARKER) + r"\d+")
+    folder = os.path.dirname(directory_path) or "."
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
+
+
+def compaction_plan_name(directory_path: str) -> str:
+    """Path of the list of block files a copying compaction retires once nothing names them."""
+    return f"{directory_path}{COMPACTION_SUFFIX}"
 
 
 def fragment_name(directory_path: str, number: int) -> str:
@@ -87,7 +108,8 @@ def volume_files(directory_path: str) -> list[str]:
     """Every block, fragment and journal file of a volume that exists now."""
     base = os.path.basename(directory_path)
     pattern = re.compile(
-        re.escape(base) + r"\.(\d+(" + re.escape(FRAGMENT_SUFFIX) + "|" + re.escape(JOURNAL_SUFFIX) + r")?|journal)"
+        re.escape(base) + r"\.(\d+(" + re.escape(FRAGMENT_SUFFIX) + "|" + re.escape(JOURNAL_SUFFIX) + r")?|journal"
+        r"|compact-\d+|compaction)"
     )
     folder = os.path.dirname(directory_path) or "."
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))

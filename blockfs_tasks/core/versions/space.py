@@ -1,4 +1,4 @@
-"""Live and dead bytes of a volume's block files, and compaction (punching out the dead ones).
+"""Live and dead bytes of a volume's block files, and compaction (punching out the dead ones, or copying).
 
 Block files are append-only: a rewritten or deleted block leaves its old
 frame behind. A frame is **live** while the working volume or any commit
@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PunchHoleUnsupportedError
+from ..errors import ConfigurationError, PunchHoleUnsupportedError
 from ..naming import commit_file_name, resolve_block_path
 from .commits import commit_ids, reachable
+from .copying import copy_compact, finish_previous
 from .ops import exclusive
 from .trees import Tree, frames_by_file, load_tree
 
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
+METHODS = ("auto", "punch", "copy")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class SpaceReport:
     commits_live: int = 0
     commits_removed: list[str] = field(default_factory=list)
     reclaimed_bytes: int = 0
+    dead_by_file: dict[str, int] = field(default_factory=dict)  # block file path -> its dead bytes
 
     def to_dict(self) -> dict[str, int | list[str]]:
         return {"live_bytes": self.live_bytes, "dead_bytes": self.dead_bytes, "block_files": self.block_files,
@@ -62,8 +65,8 @@ class SpaceReport:
                 "reclaimed_bytes": self.reclaimed_bytes}
 
 
-def _live_trees(directory_path: str, grace_seconds: float, remove: bool) -> tuple[list[Tree], int, list[str]]:
-    """Trees whose frames are live; commits kept; unreachable commit files removed (if ``remove``)."""
+def _live_sources(directory_path: str, grace_seconds: float, remove: bool) -> tuple[list[str], int, list[str]]:
+    """Directory files whose frames are live (kept commit files, then the working one); commits kept; removed."""
     keep = reachable(directory_path)
     now = time.time()
     removed = []
@@ -80,9 +83,14 @@ def _live_trees(directory_path: str, grace_seconds: float, remove: bool) -> tupl
             removed.append(cid)
         else:
             keep.add(cid)  # young: perhaps a committer's that is about to move its branch
-    trees = [load_tree(directory_path)]
-    trees += [load_tree(commit_file_name(directory_path, cid)) for cid in sorted(keep)]
-    return trees, len(keep), removed
+    sources = [commit_file_name(directory_path, cid) for cid in sorted(keep)] + [directory_path]
+    return sources, len(keep), removed
+
+
+def _live_trees(directory_path: str, grace_seconds: float, remove: bool) -> tuple[list[Tree], int, list[str]]:
+    """Trees whose frames are live; commits kept; unreachable commit files removed (if ``remove``)."""
+    sources, n_commits, removed = _live_sources(directory_path, grace_seconds, remove)
+    return [load_tree(source) for source in sources], n_commits, removed
 
 
 def _live_frames(directory_path: str, trees: Iterable[Tree]) -> dict[str, np.ndarray]:
@@ -189,6 +197,7 @@ def _survey(directory_path: str, live: dict[str, np.ndarray], punch: bool) -> Sp
                     report.reclaimed_bytes += dead - after
                     dead = after
                 report.dead_bytes += dead
+                report.dead_by_file[path] = report.dead_by_file.get(path, 0) + dead
             if punch:
                 os.fsync(fd)
         finally:
@@ -205,15 +214,39 @@ def space_usage(directory_path: str) -> SpaceReport:
     return report
 
 
-def compact(directory_path: str, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> SpaceReport:
-    """Remove unreachable commits older than ``grace_seconds`` and punch out every dead byte.
+def compact(
+    directory_path: str, grace_seconds: float = DEFAULT_GRACE_SECONDS, method: str = "auto"
+) -> SpaceReport:
+    """Remove unreachable commits older than ``grace_seconds`` and reclaim every dead byte.
 
-    Returns what is left (live and dead bytes) and what was reclaimed.
+    ``method``: "punch" punches holes in place (raises
+    :class:`PunchHoleUnsupportedError` where the filesystem cannot), "copy"
+    copies live frames to new block files and republishes the directory and
+    commit files that name them (:mod:`.copying`), "auto" punches where it
+    can and copies otherwise. Returns what is left (live and dead bytes) and
+    what was reclaimed.
     """
+    if method not in METHODS:
+        raise ConfigurationError(f"Invalid compaction method {method!r}: expected one of {', '.join(METHODS)}")
     directory_path = os.path.abspath(directory_path)
     with exclusive(directory_path, "compacted"):
-        trees, n_commits, removed = _live_trees(directory_path, grace_seconds, remove=True)
-        report = _survey(directory_path, _live_frames(directory_path, trees), punch=True)
+        sources, n_commits, removed = _live_sources(directory_path, grace_seconds, remove=True)
+        finish_previous(directory_path, sources)  # a killed copying compaction's leftovers
+        live = _live_frames(directory_path, [load_tree(source) for source in sources])
+        report = None
+        if method != "copy":
+            try:
+                report = _survey(directory_path, live, punch=True)
+            except PunchHoleUnsupportedError as e:
+                if method == "punch":
+                    raise
+                logger.info("%s; copying live frames instead", e)
+        if report is None:
+            before = _survey(directory_path, live, punch=False)
+            copy_compact(directory_path, sources, before.dead_by_file)
+            report = _survey(directory_path, _live_frames(directory_path, [load_tree(s) for s in sources]),
+                             punch=False)
+            report.reclaimed_bytes = max(before.dead_bytes - report.dead_bytes, 0)
     report.commits_live, report.commits_removed = n_commits, removed
     logger.info("%s: compacted: %d bytes reclaimed, %d live, %d dead left", directory_path,
                 report.reclaimed_bytes, report.live_bytes, report.dead_bytes)

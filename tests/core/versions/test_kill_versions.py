@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +98,16 @@ def leftovers(folder: Path) -> list[str]:
     return out
 
 
-def sweep(tmp_path: Path, syscalls: tuple[str, ...], compaction: bool) -> dict[str, int]:
-    base = tmp_path / "base"
-    make_base(base, compaction)
+def kill_sweep(
+    tmp_path: Path, base: Path, script: str, syscalls: tuple[str, ...],
+    check: Callable[[str, bool, subprocess.CompletedProcess[str]], None],
+) -> dict[str, int]:
+    """Run ``script`` on a copy of ``base`` killed at the Nth ``syscall``, N = 1, 2... until a run completes.
+
+    ``check(path, killed, run)`` judges each copy (and reruns what was killed).
+    Returns, per syscall, how many kill points there were.
+    """
     points = {}
-    expect = {"first": FIRST, "second": WORKING}
     for syscall in syscalls:
         n = 0
         while True:
@@ -108,23 +115,11 @@ def sweep(tmp_path: Path, syscalls: tuple[str, ...], compaction: bool) -> dict[s
             folder = tmp_path / f"{syscall}-{n}"
             shutil.copytree(base, folder)
             path = str(folder / "vol.blockfs")
-            run = run_traced(COMPACT if compaction else COMMIT, path, cwd=folder,
-                             inject=[f"{syscall}:signal=SIGKILL:when={n}"])
+            run = run_traced(script, path, cwd=folder, inject=[f"{syscall}:signal=SIGKILL:when={n}"])
             killed = run.returncode == -signal.SIGKILL
             assert killed or run.returncode == 0, run.stderr
             try:
-                check_consistent(path, expect)
-                if compaction:
-                    report = V.compact(path, grace_seconds=0)
-                    assert report.dead_bytes < 4096 * len(ORIGINS), report
-                    assert V.space_usage(path).dead_bytes == report.dead_bytes
-                else:
-                    Directory.open(path).commit("second")
-                    head = V.read_ref(path, V.HEADS, "main").commit
-                    assert [c.message for c in V.history(path, head)] == ["second", "first"]  # exactly once
-                    if not killed:
-                        assert run.stdout.split()[-1] == head
-                check_consistent(path, expect)
+                check(path, killed, run)
                 assert leftovers(folder) == []
             except AssertionError as e:
                 raise AssertionError(f"killed at {syscall} #{n}: {e}") from e
@@ -134,6 +129,28 @@ def sweep(tmp_path: Path, syscalls: tuple[str, ...], compaction: bool) -> dict[s
             assert n < 100, f"{syscall}: the run never completes"
         points[syscall] = n - 1
     return points
+
+
+def sweep(tmp_path: Path, syscalls: tuple[str, ...], compaction: bool) -> dict[str, int]:
+    base = tmp_path / "base"
+    make_base(base, compaction)
+    expect = {"first": FIRST, "second": WORKING}
+
+    def check(path: str, killed: bool, run: subprocess.CompletedProcess[str]) -> None:
+        check_consistent(path, expect)
+        if compaction:
+            report = V.compact(path, grace_seconds=0)
+            assert report.dead_bytes < 4096 * len(ORIGINS), report
+            assert V.space_usage(path).dead_bytes == report.dead_bytes
+        else:
+            Directory.open(path).commit("second")
+            head = V.read_ref(path, V.HEADS, "main").commit
+            assert [c.message for c in V.history(path, head)] == ["second", "first"]  # exactly once
+            if not killed:
+                assert run.stdout.split()[-1] == head
+        check_consistent(path, expect)
+
+    return kill_sweep(tmp_path, base, COMPACT if compaction else COMMIT, syscalls, check)
 
 
 @pytest.mark.parametrize("compaction", [False, True], ids=["commit", "compact"])

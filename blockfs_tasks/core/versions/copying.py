@@ -1,0 +1,227 @@
+"""Compaction by copying, for filesystems that cannot punch holes: live frames to new block files.
+
+Every block file that holds dead bytes is replaced by a new one holding only
+its live frames, and every commit file and then the working directory file
+that name it are republished pointing at the copies. A commit's id hashes
+its entries' sizes and CRC-32Cs, never their offsets or block file names
+(:func:`.commits.tree_digest`), so a republished commit keeps its id; this
+is checked for each one before it is published. The steps, each durable
+before the next starts:
+
+1. each new block file ``vol.blockfs.compact-<k>`` (a name only compaction
+   makes, claimed with ``O_EXCL``) is written, every frame checked against
+   its CRC-32C, and fsynced; then the folder is fsynced;
+2. the list of the block files to retire, ``vol.blockfs.compaction``, is
+   published atomically;
+3. each commit file, then the working directory file, is republished
+   atomically (temporary file, fsync, rename, fsync of the folder);
+4. each listed block file that no commit or working directory names any
+   more is removed, then the list.
+
+Nothing published ever points at unsynced bytes, and a live frame is never
+rewritten in place: the old block file stays whole until nothing names it.
+Killed at any point, every file still names complete, verified frames; the
+next compaction first finishes the list of step 2 and removes the
+``compact-<k>`` files that nothing names (a copy killed before step 3),
+then compacts what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..atomic import fsync_folder, write_all, write_atomically
+from ..codec import checksum
+from ..directory_file import read_metadata
+from ..errors import ChecksumError, CorruptIndexError, FormatError
+from ..naming import compacted_block_name, compacted_block_names, compaction_plan_name, resolve_block_path
+from . import refs
+from .commits import CommitInfo, read_commit, tree_digest, write_directory
+from .trees import Tree, drop_unused_names, load_tree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Copy:
+    """One block file's live frames moved to a new file: old offsets (sorted) -> new offsets."""
+
+    name: str | None  # the new file's name, relative (None: no live frame, nothing to copy)
+    old_offsets: np.ndarray
+    new_offsets: np.ndarray
+
+
+def names_in_use(directory_path: str, sources: list[str]) -> set[str]:
+    """Block file paths that the directory files ``sources`` (commit files, the working one) name now."""
+    used: set[str] = set()
+    for source in sources:
+        try:
+            names = read_metadata(source).get("BlockFiles") or []
+        except FileNotFoundError:
+            continue
+        used.update(resolve_block_path(directory_path, n) for n in names)
+    return used
+
+
+def finish_previous(directory_path: str, sources: list[str]) -> int:
+    """Remove what a killed copying compaction left: listed files and copies nobody names; return how many."""
+    used = names_in_use(directory_path, sources)
+    removed = 0
+    plan = compaction_plan_name(directory_path)
+    if os.path.exists(plan):
+        with open(plan, "rb") as f:
+            try:
+                retired = json.loads(f.read())["Retire"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise FormatError(f"{plan}: not a compaction list ({e}); nothing was compacted") from e
+        removed += _remove_unused(directory_path, [resolve_block_path(directory_path, n) for n in retired], used)
+    removed += _remove_unused(directory_path, compacted_block_names(directory_path), used)
+    if os.path.exists(plan):
+        os.unlink(plan)
+        fsync_folder(plan)
+    return removed
+
+
+def _remove_unused(directory_path: str, paths: list[str], used: set[str]) -> int:
+    removed = 0
+    for path in paths:
+        if path in used:
+            continue
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    if removed:
+        fsync_folder(directory_path)
+    return removed
+
+
+def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int]) -> int:
+    """Move the live frames of the block files with dead bytes (``dead``: path -> bytes) to new files.
+
+    ``sources`` are the directory files whose frames are live: kept commit
+    files, then the working directory file (last). Returns the number of
+    block files replaced.
+    """
+    trees = {source: load_tree(source) for source in sources}
+    targets = sorted(path for path, n in dead.items() if n > 0)
+    if not targets:
+        return 0
+    frames = _frames(directory_path, trees.values(), set(targets))
+    copies = {path: _copy_file(directory_path, path, frames.get(path)) for path in targets}
+    fsync_folder(directory_path)
+    plan = {"Retire": [os.path.relpath(p, os.path.dirname(directory_path)) for p in targets]}
+    write_atomically(compaction_plan_name(directory_path), [json.dumps(plan).encode()])
+    state = refs.read_head(directory_path)
+    working_unchanged = state.working is not None and state.working == refs.working_identity(directory_path)
+    for source, tree in trees.items():  # commits first, the working directory file last
+        moved = _remap(directory_path, tree, copies)
+        if moved is None:
+            continue
+        if source == directory_path:
+            write_directory(source, moved)
+        else:
+            info = read_commit_of(source)
+            if tree_digest(moved) != info.tree:
+                raise CorruptIndexError(f"{source}: the copied entries no longer hash to the commit's tree; "
+                                        f"the commit was not republished")
+            write_directory(source, moved, info)
+    if working_unchanged:  # the working volume still equals its base: keep commit's fast path
+        refs.write_head(directory_path, refs.HeadState(state.branch, state.base, refs.working_identity(directory_path)))
+    finish_previous(directory_path, sources)
+    logger.info("%s: copied the live frames of %d block file(s) to new ones", directory_path, len(targets))
+    return len(targets)
+
+
+def read_commit_of(path: str) -> CommitInfo:
+    """The commit record of the commit file at ``path``."""
+    folder, name = os.path.split(path)
+    volume, _, cid = name.rpartition(".commit-")
+    return read_commit(os.path.join(folder, volume), cid)
+
+
+def _frames(directory_path: str, trees: object, targets: set[str]) -> dict[str, np.ndarray]:
+    """Block file path (of ``targets``) -> unique (offset, size, crc32c) rows of its live frames, by offset."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for tree in trees:  # type: ignore[attr-defined]  # an iterable of Tree
+        for slot, name in enumerate(tree.names):
+            path = resolve_block_path(directory_path, name)
+            if path not in targets:
+                continue
+            entries = tree.index[tree.index["file"] == slot + 1]
+            rows = np.stack([entries["offset"].astype(np.uint64), entries["size"].astype(np.uint64),
+                             entries["crc32c"].astype(np.uint64)], axis=1)
+            parts.setdefault(path, []).append(rows)
+    out = {}
+    for path, chunks in parts.items():
+        rows = np.unique(np.concatenate(chunks), axis=0)  # sorted by offset
+        if len(np.unique(rows[:, 0])) != len(rows):
+            raise CorruptIndexError(f"{path}: two versions name different frames at the same offset; "
+                                    f"nothing was compacted")
+        out[path] = rows
+    return out
+
+
+def _copy_file(directory_path: str, path: str, rows: np.ndarray | None) -> _Copy:
+    """Write the frames ``rows`` of block file ``path`` to a new block file, each checked, then fsync it."""
+    if rows is None or len(rows) == 0:
+        empty = np.zeros(0, np.uint64)
+        return _Copy(None, empty, empty)
+    number = 0
+    while True:
+        new = compacted_block_name(directory_path, number)
+        try:
+            out = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            number += 1
+    new_offsets = np.zeros(len(rows), np.uint64)
+    try:
+        src = os.open(path, os.O_RDONLY)
+        try:
+            at = 0
+            for i, (offset, size, crc) in enumerate(rows.tolist()):
+                data = os.pread(src, size, offset)
+                if len(data) != size or checksum(data) != crc:
+                    raise ChecksumError(f"{path}: the frame of {size} bytes at offset {offset} does not match "
+                                        f"its CRC-32C; nothing was compacted (blockfs-verify names its block)")
+                write_all(out, data)
+                new_offsets[i] = at
+                at += size
+        finally:
+            os.close(src)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    return _Copy(os.path.basename(new), rows[:, 0].copy(), new_offsets)
+
+
+def _remap(directory_path: str, tree: Tree, copies: dict[str, _Copy]) -> Tree | None:
+    """``tree`` pointing at the copies instead of the replaced files (None: it names none of them)."""
+    out = tree.copy()
+    changed = False
+    for slot, name in enumerate(tree.names):
+        copy = copies.get(resolve_block_path(directory_path, name))
+        if copy is None:
+            continue
+        changed = True
+        mine = np.flatnonzero(out.index["file"] == slot + 1)
+        if copy.name is None:
+            if len(mine):
+                raise CorruptIndexError(f"{name}: frames named by a version were not copied")
+            continue
+        offsets = out.index["offset"][mine].astype(np.uint64)
+        where = np.searchsorted(copy.old_offsets, offsets)
+        if len(mine) and (where.max() >= len(copy.old_offsets) or np.any(copy.old_offsets[where] != offsets)):
+            raise CorruptIndexError(f"{name}: a frame named by a version was not copied")
+        out.index["offset"][mine] = copy.new_offsets[where]
+        out.names[slot] = copy.name
+    if not changed:
+        return None
+    return drop_unused_names(out)
