@@ -170,6 +170,9 @@ def compact_main(args: argparse.Namespace) -> int:
         print(f"reclaimed {report.reclaimed_bytes} bytes; live {report.live_bytes}, dead left {report.dead_bytes} "
               f"(with punch: frames sharing a filesystem block with a live one); {len(report.commits_removed)} "
               f"unreachable commit(s) removed")
+        if report.retired_waiting:
+            print(f"{len(report.retired_waiting)} block file(s) copied away are removed by a compaction once "
+                  f"--grace-seconds old: {', '.join(report.retired_waiting)}")
     return 0
 
 

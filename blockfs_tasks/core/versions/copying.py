@@ -11,18 +11,22 @@ before the next starts:
 1. each new block file ``vol.blockfs.compact-<k>`` (a name only compaction
    makes, claimed with ``O_EXCL``) is written, every frame checked against
    its CRC-32C, and fsynced; then the folder is fsynced;
-2. the list of the block files to retire, ``vol.blockfs.compaction``, is
-   published atomically;
+2. the replaced files join the list of retired block files,
+   ``vol.blockfs.compaction`` (name -> time retired), published atomically;
 3. each commit file, then the working directory file, is republished
    atomically (temporary file, fsync, rename, fsync of the folder);
-4. each listed block file that no commit or working directory names any
-   more is removed, then the list.
+4. each listed file that no commit file or working directory names is
+   removed once retired ``grace_seconds`` ago (like unreachable commits:
+   a reader that opened a version before, or a batch commit, which takes
+   no session, built on a commit read before, may still name it); the
+   rest wait for a later compaction.
 
 Nothing published ever points at unsynced bytes, and a live frame is never
 rewritten in place: the old block file stays whole until nothing names it.
 Killed at any point, every file still names complete, verified frames; the
-next compaction first finishes the list of step 2 and removes the
-``compact-<k>`` files that nothing names (a copy killed before step 3),
+next compaction first goes through the list (a listed file that something
+names again is an ordinary block file) and removes the ``compact-<k>``
+files that nothing names and no list holds (a copy killed before step 3),
 then compacts what is left.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +44,13 @@ from ..atomic import fsync_folder, write_all, write_atomically
 from ..codec import checksum
 from ..directory_file import read_metadata
 from ..errors import ChecksumError, CorruptIndexError, FormatError
-from ..naming import compacted_block_name, compacted_block_names, compaction_plan_name, resolve_block_path
+from ..naming import (
+    commit_id_of,
+    compacted_block_name,
+    compacted_block_names,
+    compaction_plan_name,
+    resolve_block_path,
+)
 from . import refs
 from .commits import CommitInfo, read_commit, tree_digest, write_directory
 from .trees import Tree, drop_unused_names, load_tree
@@ -68,56 +79,83 @@ def names_in_use(directory_path: str, sources: list[str]) -> set[str]:
     return used
 
 
-def finish_previous(directory_path: str, sources: list[str]) -> int:
-    """Remove what a killed copying compaction left: listed files and copies nobody names; return how many."""
-    used = names_in_use(directory_path, sources)
-    removed = 0
+def _read_plan(directory_path: str) -> dict[str, float]:
+    """The retired block files (names relative to the volume's folder) -> when they were retired (Unix time)."""
     plan = compaction_plan_name(directory_path)
-    if os.path.exists(plan):
+    try:
         with open(plan, "rb") as f:
-            try:
-                retired = json.loads(f.read())["Retire"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise FormatError(f"{plan}: not a compaction list ({e}); nothing was compacted") from e
-        removed += _remove_unused(directory_path, [resolve_block_path(directory_path, n) for n in retired], used)
-    removed += _remove_unused(directory_path, compacted_block_names(directory_path), used)
-    if os.path.exists(plan):
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    try:
+        return {str(k): float(v) for k, v in json.loads(raw)["Retire"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FormatError(f"{plan}: not a compaction list ({e}); nothing was compacted") from e
+
+
+def _write_plan(directory_path: str, retired: dict[str, float]) -> None:
+    plan = compaction_plan_name(directory_path)
+    if retired:
+        write_atomically(plan, [json.dumps({"Retire": retired}, sort_keys=True).encode()])
+    elif os.path.exists(plan):
         os.unlink(plan)
         fsync_folder(plan)
-    return removed
 
 
-def _remove_unused(directory_path: str, paths: list[str], used: set[str]) -> int:
-    removed = 0
-    for path in paths:
-        if path in used:
+def retire(directory_path: str, sources: list[str], grace_seconds: float) -> list[str]:
+    """Keep the list of retired block files: remove those nobody names once retired ``grace_seconds`` ago.
+
+    A listed file that a directory file
+    names again (a compaction killed before it republished them all) leaves
+    the list: it is an ordinary block file again. Copies that nothing names
+    and that are not listed (a compaction killed before publishing) go at
+    once: nothing ever pointed at them. Returns the files still waiting.
+    """
+    used = names_in_use(directory_path, sources)
+    now = time.time()
+    retired = _read_plan(directory_path)
+    waiting, removed = {}, 0
+    for name, since in retired.items():
+        path = resolve_block_path(directory_path, name)
+        if path in used or not os.path.exists(path):
             continue
-        try:
+        if now - since < grace_seconds:
+            waiting[name] = since
+            continue
+        os.unlink(path)
+        removed += 1
+    listed = {resolve_block_path(directory_path, n) for n in retired}
+    for path in compacted_block_names(directory_path):
+        if path not in used and path not in listed:
             os.unlink(path)
             removed += 1
-        except FileNotFoundError:
-            pass
     if removed:
         fsync_folder(directory_path)
-    return removed
+    if waiting != retired:
+        _write_plan(directory_path, waiting)
+    return sorted(waiting)
 
 
-def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int]) -> int:
+def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int], grace_seconds: float) -> list[str]:
     """Move the live frames of the block files with dead bytes (``dead``: path -> bytes) to new files.
 
     ``sources`` are the directory files whose frames are live: kept commit
-    files, then the working directory file (last). Returns the number of
-    block files replaced.
+    files, then the working directory file (last). The replaced files are
+    removed once retired ``grace_seconds`` ago (see :func:`retire`). Returns
+    the retired files still waiting.
     """
     trees = {source: load_tree(source) for source in sources}
     targets = sorted(path for path, n in dead.items() if n > 0)
     if not targets:
-        return 0
+        return retire(directory_path, sources, grace_seconds)
     frames = _frames(directory_path, trees.values(), set(targets))
     copies = {path: _copy_file(directory_path, path, frames.get(path)) for path in targets}
     fsync_folder(directory_path)
-    plan = {"Retire": [os.path.relpath(p, os.path.dirname(directory_path)) for p in targets]}
-    write_atomically(compaction_plan_name(directory_path), [json.dumps(plan).encode()])
+    retired = _read_plan(directory_path)  # listed before anything is republished
+    now = time.time()
+    for path in targets:
+        retired.setdefault(os.path.relpath(path, os.path.dirname(directory_path)), now)
+    _write_plan(directory_path, retired)
     state = refs.read_head(directory_path)
     working_unchanged = state.working is not None and state.working == refs.working_identity(directory_path)
     for source, tree in trees.items():  # commits first, the working directory file last
@@ -134,9 +172,16 @@ def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int]) 
             write_directory(source, moved, info)
     if working_unchanged:  # the working volume still equals its base: keep commit's fast path
         refs.write_head(directory_path, refs.HeadState(state.branch, state.base, refs.working_identity(directory_path)))
-    finish_previous(directory_path, sources)
     logger.info("%s: copied the live frames of %d block file(s) to new ones", directory_path, len(targets))
-    return len(targets)
+    return retire(directory_path, sources + _new_commits(directory_path, sources), grace_seconds)
+
+
+def _new_commits(directory_path: str, sources: list[str]) -> list[str]:
+    """Commit files that appeared since ``sources`` were listed (a batch commit needs no session)."""
+    known = set(sources)
+    folder = os.path.dirname(directory_path)
+    return [p for p in (os.path.join(folder, n) for n in os.listdir(folder))
+            if p not in known and commit_id_of(directory_path, os.path.basename(p)) is not None]
 
 
 def read_commit_of(path: str) -> CommitInfo:

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigurationError, PunchHoleUnsupportedError
-from ..naming import commit_file_name, resolve_block_path
+from ..naming import commit_file_name, resolve_block_path, volume_files
 from .commits import commit_ids, reachable
-from .copying import copy_compact, finish_previous
+from .copying import copy_compact, retire
 from .ops import exclusive
 from .trees import Tree, frames_by_file, load_tree
 
@@ -58,11 +58,12 @@ class SpaceReport:
     commits_removed: list[str] = field(default_factory=list)
     reclaimed_bytes: int = 0
     dead_by_file: dict[str, int] = field(default_factory=dict)  # block file path -> its dead bytes
+    retired_waiting: list[str] = field(default_factory=list)  # block files copied away, removed after the grace
 
     def to_dict(self) -> dict[str, int | list[str]]:
         return {"live_bytes": self.live_bytes, "dead_bytes": self.dead_bytes, "block_files": self.block_files,
                 "commits_live": self.commits_live, "commits_removed": self.commits_removed,
-                "reclaimed_bytes": self.reclaimed_bytes}
+                "reclaimed_bytes": self.reclaimed_bytes, "retired_waiting": self.retired_waiting}
 
 
 def _live_sources(directory_path: str, grace_seconds: float, remove: bool) -> tuple[list[str], int, list[str]]:
@@ -205,6 +206,17 @@ def _survey(directory_path: str, live: dict[str, np.ndarray], punch: bool) -> Sp
     return report
 
 
+def _allocated(directory_path: str) -> int:
+    """Bytes the filesystem holds for the volume's block, fragment and journal files."""
+    total = 0
+    for path in volume_files(directory_path):
+        try:
+            total += os.stat(path).st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def space_usage(directory_path: str) -> SpaceReport:
     """Live and dead bytes of the volume's block files (read only; young unreachable commits count live)."""
     directory_path = os.path.abspath(directory_path)
@@ -231,7 +243,8 @@ def compact(
     directory_path = os.path.abspath(directory_path)
     with exclusive(directory_path, "compacted"):
         sources, n_commits, removed = _live_sources(directory_path, grace_seconds, remove=True)
-        finish_previous(directory_path, sources)  # a killed copying compaction's leftovers
+        disk = _allocated(directory_path)
+        waiting = retire(directory_path, sources, grace_seconds)  # of an earlier copying compaction
         live = _live_frames(directory_path, [load_tree(source) for source in sources])
         report = None
         if method != "copy":
@@ -243,11 +256,11 @@ def compact(
                 logger.info("%s; copying live frames instead", e)
         if report is None:
             before = _survey(directory_path, live, punch=False)
-            copy_compact(directory_path, sources, before.dead_by_file)
+            waiting = copy_compact(directory_path, sources, before.dead_by_file, grace_seconds)
             report = _survey(directory_path, _live_frames(directory_path, [load_tree(s) for s in sources]),
                              punch=False)
-            report.reclaimed_bytes = max(before.dead_bytes - report.dead_bytes, 0)
-    report.commits_live, report.commits_removed = n_commits, removed
+            report.reclaimed_bytes = max(disk - _allocated(directory_path), 0)  # whole files removed, if any
+    report.commits_live, report.commits_removed, report.retired_waiting = n_commits, removed, waiting
     logger.info("%s: compacted: %d bytes reclaimed, %d live, %d dead left", directory_path,
                 report.reclaimed_bytes, report.live_bytes, report.dead_bytes)
     return report

@@ -117,9 +117,16 @@ def test_the_cli_selects_the_method_and_compaction_refuses_an_open_writer(tmp_pa
     d.close()
     with pytest.raises(ConfigurationError, match="'sideways'"):
         V.compact(path, method="sideways")
+    before = snapshot(path)
+    assert compact_main([path, "--method", "copy", "--json"]) == 0  # default grace: the old files wait
+    report = json.loads(capsys.readouterr().out)
+    assert report["reclaimed_bytes"] == 0 and report["dead_bytes"] == 0 and len(report["retired_waiting"]) == 1
+    waiting = os.path.join(os.path.dirname(path), report["retired_waiting"][0])
+    assert os.path.exists(waiting) and os.path.exists(compaction_plan_name(path)) and snapshot(path) == before
     assert compact_main([path, "--method", "copy", "--grace-seconds", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["reclaimed_bytes"] > 0 and report["dead_bytes"] == 0
+    assert report["reclaimed_bytes"] > 0 and report["retired_waiting"] == [] and not os.path.exists(waiting)
+    assert not os.path.exists(compaction_plan_name(path)) and snapshot(path) == before
 
 
 def sweep(tmp_path: Path, syscalls: tuple[str, ...]) -> dict[str, int]:
