@@ -42,7 +42,6 @@ import numpy as np
 
 from ..atomic import fsync_folder, write_all, write_atomically
 from ..codec import checksum
-from ..directory_file import read_metadata
 from ..errors import ChecksumError, CorruptIndexError, FormatError
 from ..naming import (
     commit_id_of,
@@ -68,15 +67,39 @@ class _Copy:
 
 
 def names_in_use(directory_path: str, sources: list[str]) -> set[str]:
-    """Block file paths that the directory files ``sources`` (commit files, the working one) name now."""
+    """Block file paths that some entry of the directory files ``sources`` (commits, the working one) points into."""
     used: set[str] = set()
     for source in sources:
         try:
-            names = read_metadata(source).get("BlockFiles") or []
+            tree = load_tree(source)
         except FileNotFoundError:
             continue
-        used.update(resolve_block_path(directory_path, n) for n in names)
+        slots = np.unique(tree.index["file"][tree.index["file"] > 0])
+        used.update(resolve_block_path(directory_path, tree.names[int(i) - 1]) for i in slots)
     return used
+
+
+def _publish_working(directory_path: str, tree: Tree) -> None:
+    """Republish the working directory file; HEAD keeps knowing it equals its base if it did."""
+    state = refs.read_head(directory_path)
+    unchanged = state.working is not None and state.working == refs.working_identity(directory_path)
+    write_directory(directory_path, tree)
+    if unchanged:
+        refs.write_head(directory_path, refs.HeadState(state.branch, state.base, refs.working_identity(directory_path)))
+
+
+def _forget_names(directory_path: str, paths: set[str]) -> None:
+    """Republish the working directory file without the names of ``paths`` (which no entry points into)."""
+    tree = load_tree(directory_path)
+    keep = [i for i, n in enumerate(tree.names) if resolve_block_path(directory_path, n) not in paths]
+    if len(keep) == len(tree.names):
+        return
+    remap = np.zeros(len(tree.names) + 1, np.uint32)
+    remap[np.array(keep, np.int64) + 1] = np.arange(1, len(keep) + 1, dtype=np.uint32)
+    tree.index["file"] = remap[tree.index["file"]]
+    tree.names = [tree.names[i] for i in keep]
+    tree.page_crcs = None
+    _publish_working(directory_path, tree)
 
 
 def _read_plan(directory_path: str) -> dict[str, float]:
@@ -114,22 +137,21 @@ def retire(directory_path: str, sources: list[str], grace_seconds: float) -> lis
     used = names_in_use(directory_path, sources)
     now = time.time()
     retired = _read_plan(directory_path)
-    waiting, removed = {}, 0
+    waiting, gone = {}, set()
     for name, since in retired.items():
         path = resolve_block_path(directory_path, name)
         if path in used or not os.path.exists(path):
             continue
         if now - since < grace_seconds:
             waiting[name] = since
-            continue
-        os.unlink(path)
-        removed += 1
+        else:
+            gone.add(path)
     listed = {resolve_block_path(directory_path, n) for n in retired}
-    for path in compacted_block_names(directory_path):
-        if path not in used and path not in listed:
+    gone.update(p for p in compacted_block_names(directory_path) if p not in used and p not in listed)
+    if gone:
+        _forget_names(directory_path, gone)  # the working file stops naming them first (see _remap)
+        for path in sorted(gone):
             os.unlink(path)
-            removed += 1
-    if removed:
         fsync_folder(directory_path)
     if waiting != retired:
         _write_plan(directory_path, waiting)
@@ -156,22 +178,18 @@ def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int], 
     for path in targets:
         retired.setdefault(os.path.relpath(path, os.path.dirname(directory_path)), now)
     _write_plan(directory_path, retired)
-    state = refs.read_head(directory_path)
-    working_unchanged = state.working is not None and state.working == refs.working_identity(directory_path)
     for source, tree in trees.items():  # commits first, the working directory file last
-        moved = _remap(directory_path, tree, copies)
+        moved = _remap(directory_path, tree, copies, working=source == directory_path)
         if moved is None:
             continue
         if source == directory_path:
-            write_directory(source, moved)
+            _publish_working(directory_path, moved)
         else:
             info = read_commit_of(source)
             if tree_digest(moved) != info.tree:
                 raise CorruptIndexError(f"{source}: the copied entries no longer hash to the commit's tree; "
                                         f"the commit was not republished")
             write_directory(source, moved, info)
-    if working_unchanged:  # the working volume still equals its base: keep commit's fast path
-        refs.write_head(directory_path, refs.HeadState(state.branch, state.base, refs.working_identity(directory_path)))
     logger.info("%s: copied the live frames of %d block file(s) to new ones", directory_path, len(targets))
     return retire(directory_path, sources + _new_commits(directory_path, sources), grace_seconds)
 
@@ -247,10 +265,17 @@ def _copy_file(directory_path: str, path: str, rows: np.ndarray | None) -> _Copy
     return _Copy(os.path.basename(new), rows[:, 0].copy(), new_offsets)
 
 
-def _remap(directory_path: str, tree: Tree, copies: dict[str, _Copy]) -> Tree | None:
-    """``tree`` pointing at the copies instead of the replaced files (None: it names none of them)."""
+def _remap(directory_path: str, tree: Tree, copies: dict[str, _Copy], working: bool) -> Tree | None:
+    """``tree`` pointing at the copies instead of the replaced files (None: it names none of them).
+
+    A commit forgets the replaced files' names. The working directory file
+    keeps naming them (without entries) until they are removed: a writing
+    session takes a numbered block file that its directory does not name for
+    one of its own, torn if it holds bytes past its journal.
+    """
     out = tree.copy()
     changed = False
+    replaced = []
     for slot, name in enumerate(tree.names):
         copy = copies.get(resolve_block_path(directory_path, name))
         if copy is None:
@@ -267,6 +292,10 @@ def _remap(directory_path: str, tree: Tree, copies: dict[str, _Copy]) -> Tree | 
             raise CorruptIndexError(f"{name}: a frame named by a version was not copied")
         out.index["offset"][mine] = copy.new_offsets[where]
         out.names[slot] = copy.name
+        replaced.append(name)
     if not changed:
         return None
+    if working:
+        out.names += [n for n in replaced if n not in out.names]
+        return out
     return drop_unused_names(out)
