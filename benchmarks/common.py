@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
 import platform
@@ -380,6 +381,16 @@ def cached_fraction(paths: Iterable[str]) -> float:
 
 
 # ---------------------------------------------------------------- reporting
+def write_results(results: str, name: str, result: dict[str, Any], md: Sequence[str]) -> None:
+    """Write ``<results>/<name>.json`` and ``<name>.md`` (lines), and print the JSON."""
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(results, f"{name}.md"), "w") as f:
+        f.write("\n".join(md))
+    print(json.dumps(result, indent=1))
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
