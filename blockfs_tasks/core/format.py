@@ -117,8 +117,9 @@ the SHA-256 of b"blockfs-commit-1\\n" and the JSON {"message", "parents",
 offsets and block file names are not hashed: the one change a commit
 file ever sees is a copying compaction republishing it (atomically, same
 id, sizes and CRCs) pointing at block files ``vol.blockfs.compact-<k>`` that
-hold its live frames; ``vol.blockfs.compaction`` (JSON {"Retire": [block
-file names]}) lists the files it removes once nothing names them.
+hold its live frames; ``vol.blockfs.compaction`` (JSON {"Retire": {block
+file name: Unix time retired}}) lists the files it replaced, removed by a
+compaction once no entry points into them and the grace period is over.
 
 Ref (branch ``vol.blockfs.refs/heads/<name>/``, tag ``.../tags/<name>/``): a
 folder of generation files named by 12 decimal digits; the newest
