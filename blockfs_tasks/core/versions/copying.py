@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,7 @@ from ..naming import (
     resolve_block_path,
 )
 from . import refs
-from .commits import CommitInfo, read_commit, tree_digest, write_directory
+from .commits import read_commit, tree_digest, write_directory
 from .trees import Tree, drop_unused_names, load_tree
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def copy_compact(directory_path: str, sources: list[str], dead: dict[str, int], 
         if source == directory_path:
             _publish_working(directory_path, moved)
         else:
-            info = read_commit_of(source)
+            info = read_commit(directory_path, str(commit_id_of(directory_path, os.path.basename(source))))
             if tree_digest(moved) != info.tree:
                 raise CorruptIndexError(f"{source}: the copied entries no longer hash to the commit's tree; "
                                         f"the commit was not republished")
@@ -202,17 +203,10 @@ def _new_commits(directory_path: str, sources: list[str]) -> list[str]:
             if p not in known and commit_id_of(directory_path, os.path.basename(p)) is not None]
 
 
-def read_commit_of(path: str) -> CommitInfo:
-    """The commit record of the commit file at ``path``."""
-    folder, name = os.path.split(path)
-    volume, _, cid = name.rpartition(".commit-")
-    return read_commit(os.path.join(folder, volume), cid)
-
-
-def _frames(directory_path: str, trees: object, targets: set[str]) -> dict[str, np.ndarray]:
+def _frames(directory_path: str, trees: Iterable[Tree], targets: set[str]) -> dict[str, np.ndarray]:
     """Block file path (of ``targets``) -> unique (offset, size, crc32c) rows of its live frames, by offset."""
     parts: dict[str, list[np.ndarray]] = {}
-    for tree in trees:  # type: ignore[attr-defined]  # an iterable of Tree
+    for tree in trees:
         for slot, name in enumerate(tree.names):
             path = resolve_block_path(directory_path, name)
             if path not in targets:
