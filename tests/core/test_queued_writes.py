@@ -134,6 +134,7 @@ def test_pool_forked_after_start_and_the_parent_writing_too(tmp_path: Path) -> N
             pids = set(pool.starmap(write, origins[8:]))
         d.close()
         r = Directory.open("v.blockfs")
-        print(len(r), len(pids - {os.getpid()}), all((r.read_block(*o) == block(*o)).all() for o in origins))
+        print(len(r), bool(pids - {os.getpid()}), all((r.read_block(*o) == block(*o)).all() for o in origins))
     """, cwd=tmp_path)
-    assert result.stdout.split() == ["64", "2", "True"]
+    # forked workers wrote (how many of the 2 got a chunk depends on scheduling), and every block is there
+    assert result.stdout.split() == ["64", "True", "True"]
