@@ -96,8 +96,13 @@ def pipeline_codec() -> dict[str, Any]:
     from blockfs_tasks.tasks.config import blockfs
 
     config = blockfs()
-    return {"cname": str(config.compression), "clevel": int(config.compression_level),
-            "shuffle": "shuffle" if config.shuffle else "noshuffle", "block": int(config.block_size)}
+    level = config.compression_level
+    if level is None:  # empty in luigi.cfg: the pipeline's own level for the codec
+        from blockfs_tasks.ingest.planning import INGEST_CODEC
+
+        level = INGEST_CODEC.level
+    return {"cname": str(config.compression), "clevel": int(level),
+            "shuffle": ("noshuffle", "shuffle", "bitshuffle")[int(config.shuffle)], "block": int(config.block_size)}
 
 
 def levels_of(shape: tuple[int, int, int], block: int) -> list[tuple[int, int, int]]:
