@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tasks.conftest import luigi_command, luigi_env, write_config  # tests/ is on sys.path (rootdir import mode)
+
+# tests/ is on sys.path (rootdir import mode)
+from tasks.conftest import kill_when, luigi_command, luigi_env, write_config
 
 from blockfs_tasks.core import Directory
 
@@ -70,20 +69,10 @@ def test_pipeline_to_s3_writes_the_local_runs_files(tmp_path: Path, s3, bucket: 
 def test_kill_9_mid_upload_then_rerun(tmp_path: Path, s3, bucket: str, moto: MotoServer, local_run) -> None:
     url = f"s3://{bucket}/out/v.blockfs"
     env = env_for(tmp_path, moto)
-    proc = subprocess.Popen(run_args(url), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while proc.poll() is None:  # kill on progress: once two batches' fragments are objects
-            if len([k for k in s3.find(f"{bucket}/out", refresh=True) if k.endswith(".fragment")]) >= 2:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("kill point never reached")
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    def two_fragments_uploaded() -> bool:  # kill on progress: once two batches' fragments are objects
+        return len([k for k in s3.find(f"{bucket}/out", refresh=True) if k.endswith(".fragment")]) >= 2
+
+    kill_when(run_args(url), env, two_fragments_uploaded, timeout=240)
     killed = bucket_objects(s3, f"{bucket}/out")
     assert "v.blockfs" not in killed, "the directory object exists before every batch is uploaded"
     assert any(k.endswith(".fragment") for k in killed)
