@@ -24,7 +24,7 @@ def _volume(path: Path, blocks: bool = True) -> str:
 
 
 def _tune(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from blockfs_tasks.cli_tune import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from blockfs_tasks.cli import tune_main; sys.exit(tune_main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -38,7 +38,8 @@ def test_tune_measures_each_setting_on_the_volume(tmp_path: Path) -> None:
     assert len(settings) == 8
     assert [k for k, r in settings.items() if r["current"]] == [("zstd", 2, "byte")]
     r = settings[("lz4", 1, "bit")]
-    assert r["ingest_mbps"] == round(3 * r["encode_mbps_per_core"])
+    # the projection is 3 x the unrounded per-core speed; the report rounds both (to 1 and to 0.1 MB/s)
+    assert abs(r["ingest_mbps"] - 3 * r["encode_mbps_per_core"]) <= 0.5 + 3 * 0.05
     text = _tune(vol, "--blocks", "2", "--levels", "2", "--cnames", "zstd", "--silent")
     assert text.returncode == 0 and "zstd-2 byte    *" in text.stdout
 

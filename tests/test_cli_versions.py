@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockfs_tasks.cli import info_main
-from blockfs_tasks.cli_versions import compact_main, delete_main, version_main
+from blockfs_tasks.cli import compact_main, delete_main, info_main, version_main
 from blockfs_tasks.core import Directory
 
 

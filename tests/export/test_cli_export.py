@@ -14,7 +14,7 @@ import pytest
 from tqdm import tqdm
 
 from blockfs_tasks import cli
-from blockfs_tasks.cli import hdf5_main, jp2k_main, tif_main
+from blockfs_tasks.cli import exports, hdf5_main, jp2k_main, tif_main
 
 from .test_hdf5 import REPO, _mpiexec, make_volume, read_back, volume_data
 
@@ -31,7 +31,7 @@ def volume(tmp_path: Path) -> tuple[str, np.ndarray]:
 def every_update_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bars that print every update (tqdm's default skips updates within 0.1 s, which hid the double print)."""
     monkeypatch.setattr(
-        cli, "_progress",
+        exports, "_progress",
         lambda total, silent, unit: tqdm(total=total, unit=unit, disable=silent, file=sys.stderr, mininterval=0,
                                          miniters=1),
     )

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockfs_tasks.cli import info_main, tif_main, verify_main
-from blockfs_tasks.cli_remote import cp_main
+from blockfs_tasks.cli import cp_main, info_main, tif_main, verify_main
 from blockfs_tasks.core import Directory
 from blockfs_tasks.core.naming import volume_files
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockfs_tasks.cli_versions import compact_main
+from blockfs_tasks.cli import compact_main
 from blockfs_tasks.core import Directory
 from blockfs_tasks.core import versions as V
 from blockfs_tasks.core.errors import ConfigurationError, VolumeInUseError

@@ -13,8 +13,8 @@ import json
 import os
 from typing import Any
 
-from .cli import _entry, _progress, positive_int
-from .core.errors import ConfigurationError
+from ..core.errors import ConfigurationError
+from .common import _entry, _progress, positive_int
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 @_entry(_parser, resumable=False)
 def main(args: argparse.Namespace) -> int:
     """blockfs-tune <blockfs-file>"""
-    from .core import Directory
-    from .core.codec_survey import candidates, implied_speeds, measure, sample_origins
+    from ..core import Directory
+    from ..core.codec_survey import candidates, implied_speeds, measure, sample_origins
 
     d = Directory.open(args.blockfs_file)
     origins = sample_origins(list(d.block_origins()), args.blocks, args.seed)

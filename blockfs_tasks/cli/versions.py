@@ -1,7 +1,7 @@
 """Console scripts of versions: ``blockfs-version``, ``blockfs-compact`` and ``blockfs-delete``.
 
 Each is a ``main(argv) -> int`` over :mod:`blockfs_tasks.core.versions`, wrapped by
-:func:`blockfs_tasks.cli._entry` (package errors: exit 1 with one line).
+:func:`blockfs_tasks.cli.common._entry` (package errors: exit 1 with one line).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cli import _entry
+from .common import _entry
 
 
 def _version_parser() -> argparse.ArgumentParser:
@@ -58,14 +58,14 @@ def version_main(args: argparse.Namespace) -> int:
 
 
 def _commit(args: argparse.Namespace) -> int:
-    from .core.versions import commit_working
+    from ..core.versions import commit_working
 
     print(commit_working(args.volume, args.message, args.author))
     return 0
 
 
 def _log(args: argparse.Namespace) -> int:
-    from .core.versions import history, read_head, resolve
+    from ..core.versions import history, read_head, resolve
 
     start = resolve(args.volume, args.ref) if args.ref else _branch_head(args.volume, read_head(args.volume))
     for info in history(args.volume, start, args.n):
@@ -78,15 +78,15 @@ def _log(args: argparse.Namespace) -> int:
 
 
 def _branch_head(volume: str, state: object) -> str | None:
-    from .core.versions import HEADS, read_ref
+    from ..core.versions import HEADS, read_ref
 
     branch, base = state.branch, state.base  # type: ignore[attr-defined]  # a HeadState
     return read_ref(volume, HEADS, branch).commit if branch else base
 
 
 def _ref(args: argparse.Namespace) -> int:
-    from .core.errors import ConfigurationError
-    from .core.versions import HEADS, TAGS, create_ref, delete_ref, list_refs, read_head
+    from ..core.errors import ConfigurationError
+    from ..core.versions import HEADS, TAGS, create_ref, delete_ref, list_refs, read_head
 
     kind = TAGS if args.command == "tag" else HEADS
     if args.delete is not None:
@@ -105,14 +105,14 @@ def _ref(args: argparse.Namespace) -> int:
 
 
 def _checkout(args: argparse.Namespace) -> int:
-    from .core.versions import checkout
+    from ..core.versions import checkout
 
     print(checkout(args.volume, args.ref, args.force))
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .core.versions import diff
+    from ..core.versions import diff
 
     origins = diff(args.volume, args.a, args.b)
     if args.json:
@@ -125,7 +125,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .core.versions import diff, read_head
+    from ..core.versions import diff, read_head
 
     state = read_head(args.volume)
     head = _branch_head(args.volume, state)
@@ -161,7 +161,7 @@ def _compact_parser() -> argparse.ArgumentParser:
 @_entry(_compact_parser)
 def compact_main(args: argparse.Namespace) -> int:
     """blockfs-compact VOL: prints bytes reclaimed, live and dead."""
-    from .core.versions import compact
+    from ..core.versions import compact
 
     report = compact(args.volume, args.grace_seconds, args.method)
     if args.json:
@@ -193,8 +193,8 @@ def _delete_parser() -> argparse.ArgumentParser:
 @_entry(_delete_parser)
 def delete_main(args: argparse.Namespace) -> int:
     """blockfs-delete VOL [--x0 --x1 --y0 --y1 --z0 --z1]: prints how many blocks were cleared."""
-    from .core import format as fmt
-    from .core.versions import delete_region
+    from ..core import format as fmt
+    from ..core.versions import delete_region
 
     ex, ey, ez = fmt.read_spec(args.volume).grid.extent_xyz
     n = delete_region(args.volume, args.x0, ex if args.x1 is None else args.x1, args.y0,

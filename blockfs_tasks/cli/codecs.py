@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .core.codec import SHUFFLES, known_compressions
+from ..core.codec import SHUFFLES, known_compressions
 
 
 def add_codec_arguments(p: argparse.ArgumentParser, what: str) -> None:
