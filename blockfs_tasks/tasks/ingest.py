@@ -184,9 +184,21 @@ class WriteBlockBatch(BlockBatchTask):
         """The ``plan`` parameter of a batch of ``plan`` over the volume ``spec``."""
         return {"volume": spec.to_dict(), "band_rows": plan.band_rows, "units_per_batch": plan.units_per_batch}
 
+    # The planner's open source (see share_source); None: open ``source`` on first use.
+    _shared_source = cast("Source | None", None)
+
+    def share_source(self, source: Source) -> None:
+        """Read through ``source``, the planner's (open and checked), instead of opening ``self.source`` again.
+
+        The batches of a run then list a TIFF stack and parse its plane headers
+        once, in the planner, and forked workers inherit both; a plane changed
+        since is parsed and checked again when it is read.
+        """
+        self._shared_source = source
+
     @cached_property
     def _source(self) -> Source:
-        return open_source(self.source)
+        return self._shared_source if self._shared_source is not None else open_source(self.source)
 
     @cached_property
     def _spec(self) -> VolumeSpec:
@@ -223,11 +235,19 @@ class BuildDirectory(BuildVolume):
         config = blockfs()
         bz = config.z_block_size or config.block_size
         codec = pipeline_codec(config.compression, config.compression_level, config.shuffle, config.bitround_keepbits)
-        with open_source(self.source) as src:
+        src = self._source
+        try:
             if self.extent_xyz:
                 x, y, z = self.extent_xyz
                 check_extent(src, (z, y, x))
             return plan_volume(src, (config.block_size, config.block_size, bz), codec)
+        finally:
+            src.close()  # releases file handles only; a later read reopens them
+
+    @cached_property
+    def _source(self) -> Source:
+        """The source, opened once: the plan reads its shape, the batch tasks share it (see share_source)."""
+        return open_source(self.source)
 
     @cached_property
     def _batches(self) -> list[WriteBlockBatch]:
@@ -235,8 +255,9 @@ class BuildDirectory(BuildVolume):
         spec = self._spec
         if plan_config.memory_budget_mb < 1:
             raise ConfigurationError("ingest.memory_budget_mb must be >= 1")
-        with open_source(self.source) as src:
-            src.check()  # every file's header (TIFF planes): a bad one fails here, once, before any batch
+        src = self._source
+        src.check()  # every file's header (TIFF planes): a bad one fails here, once, before any batch
+        src.close()  # no open handle is inherited: each task reopens lazily what it reads
         plan = plan_batches(
             spec.grid, spec.dtype.itemsize, plan_config.target_tasks, plan_config.memory_budget_mb << 20,
             plan_config.min_tasks,
@@ -246,12 +267,15 @@ class BuildDirectory(BuildVolume):
             self.dest, plan.n_batches, plan.units_per_batch, plan.band_rows,
         )
         planned = WriteBlockBatch.plan_of(spec, plan)
-        return [
+        batches = [
             WriteBlockBatch(
                 dest=self.dest, batch=b, source=self.source, plan=planned, n_threads=plan_config.threads
             )
             for b in range(plan.n_batches)
         ]
+        for task in batches:
+            task.share_source(src)
+        return batches
 
     def requires(self) -> list[WriteBlockBatch]:
         return self._batches

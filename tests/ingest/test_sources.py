@@ -222,6 +222,68 @@ def test_corrupt_compressed_strip(tmp_path: Path) -> None:
         src.read(5, 6, 8, 9)
 
 
+# Names natsort orders in ways a plain or numeric sort would not: ties (1 and 01), extensions split off, case,
+# several numbers, dots and suffixes inside names, non-ASCII.
+_TRICKY_NAMES = [
+    "img_10.tif", "img_2.tif", "img_01.tif", "img_1.tif", "img_1.tiff", "img_1.TIF", "IMG_3.tif", "img_2.5.tif",
+    "img_2_ch10.tif", "img_2_ch9.tif", "img.2.tif", "img.10.tif", "a.b.c.d.tif", "x.tif_1.tif", "x.tif_10.tif",
+    "img 2.tif", "img_-1.tif", "img_1.ome.tif", "z_0001.tif", "z_1.tif", "ímg_3.tif", "img_10a.tif", "img_10.tiff",
+    "img_1e3.tif", "plane_007.tif", "plane_7.tif", "plane_70.tif",
+]
+
+
+@pytest.mark.parametrize("folders", [["/data/scan"], [""], ["/data/scan", "/data/scan10", "/data/scan2", "rel/a"]],
+                         ids=["one-folder", "relative", "several-folders"])
+def test_stack_order_is_natsorts(folders: list[str]) -> None:
+    import natsort
+
+    from blockfs_tasks.ingest.sources.tiff import natural_order
+
+    files = [os.path.join(folder, name) for folder in folders for name in _TRICKY_NAMES]
+    for seed in range(4):  # the listing's order decides ties (img_1 / img_01) in both
+        listing = list(np.random.default_rng(seed).permutation(files))
+        assert list(natural_order(tuple(listing))) == natsort.natsorted(listing, alg=natsort.ns.PATH)
+
+
+def test_stack_plane_changed_after_its_header_was_read(tmp_path: Path) -> None:
+    """Headers are parsed once, but a plane rewritten since is parsed and checked again."""
+    vol = _volume()
+    paths = _write_stack(tmp_path, vol)
+    src = open_source(str(tmp_path / "img_*.tif"))
+    src.check()
+    np.testing.assert_array_equal(src.read(0, 7, 0, SHAPE[1]), vol)
+    tifffile.imwrite(paths[2], vol[3], compression="zlib", rowsperstrip=4)  # another layout, same shape
+    tifffile.imwrite(paths[3], vol[2], byteorder=">")
+    np.testing.assert_array_equal(src.read(2, 4, 5, 20), vol[[3, 2], 5:20])
+    tifffile.imwrite(paths[4], vol[4, :-1])
+    with pytest.raises(SourceError, match=r"img_4\.tif: plane z=4 has shape \(y, x\) = \(36, 29\)"):
+        src.read(3, 5, 0, 2)
+    tifffile.imwrite(paths[4], vol[4].astype(np.int16))
+    with pytest.raises(SourceError, match=r"img_4\.tif: plane z=4 has dtype int16"):
+        src.read(4, 5, 0, 2)
+    tifffile.imwrite(paths[4], vol[4])
+    np.testing.assert_array_equal(src.read(4, 5, 0, SHAPE[1]), vol[4:5])
+    with open(paths[4], "r+b") as f:  # cut short after its header was parsed
+        f.truncate(os.path.getsize(paths[4]) - 300)
+    with pytest.raises(SourceError, match=r"img_4\.tif: truncated file: rows \[0, 37\)"):
+        src.read(4, 5, 0, SHAPE[1])
+    paths[4].unlink()
+    with pytest.raises(SourceError, match=r"img_4\.tif: no such file"):
+        src.read(4, 5, 0, 1)
+
+
+def test_stack_checked_then_pickled_still_checks_changed_planes(tmp_path: Path) -> None:
+    vol = _volume()
+    paths = _write_stack(tmp_path, vol)
+    src = open_source(str(tmp_path / "img_*.tif"))
+    src.check()
+    clone = pickle.loads(pickle.dumps(src))
+    _assert_reads(clone, vol)
+    tifffile.imwrite(paths[1], vol[1, :, :-1])
+    with pytest.raises(SourceError, match=r"img_1\.tif: plane z=1 has shape \(y, x\) = \(37, 28\)"):
+        pickle.loads(pickle.dumps(src)).read(0, 2, 0, 1)
+
+
 # ------------------------------------------------------------------ 3D TIFF
 @pytest.mark.parametrize(
     "kwargs",

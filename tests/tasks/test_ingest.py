@@ -148,3 +148,21 @@ def test_bad_tiff_plane_fails_once_while_planning(tmp_path: Path, small_blocks):
     assert done.returncode != 0
     assert done.stderr.count("img_37.tif: plane z=37 is truncated") == 1, done.stderr
     assert not list(tmp_path.glob("v.blockfs*"))  # no batch ran
+
+
+def test_batches_share_the_planners_source_and_see_planes_changed_since(tmp_path: Path, small_blocks, caplog):
+    import tifffile
+
+    data = volume_array((40, 33, 40))
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"img_{z:02d}.tif", plane)
+    task = BuildDirectory(source=str(tmp_path / "img_*.tif"), dest=str(tmp_path / "v.blockfs"))
+    batches = task.requires()  # plans: lists the stack and reads every plane's header once
+    assert len(batches) > 1 and all(b._source is task._source for b in batches)
+    tifffile.imwrite(tmp_path / "img_21.tif", data[21, :-1])  # changed after planning
+    assert build(task).status != LuigiStatusCode.SUCCESS
+    assert "img_21.tif: plane z=21 has shape (y, x) = (32, 40); expected (33, 40)" in caplog.text
+    assert not (tmp_path / "v.blockfs").exists()
+    tifffile.imwrite(tmp_path / "img_21.tif", data[21])  # repaired: the rerun writes the rest
+    assert build(task).status == LuigiStatusCode.SUCCESS
+    np.testing.assert_array_equal(Directory.open(tmp_path / "v.blockfs")[:], data)

@@ -6,12 +6,16 @@ uncompressed pages are read row range by row range without decoding.
 
 from __future__ import annotations
 
+import functools
 import glob
+import io
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,11 +35,11 @@ ByteOrder = Literal["<", ">"]
 _JPEG_COMPRESSIONS = frozenset({6, 7, 34892, 33007})
 
 
-def _open_tiff(path: str) -> Any:
-    """Open a TIFF file, turning every failure into a SourceError naming it."""
+def _open_tiff(path: str, fh: io.FileIO | None = None) -> Any:
+    """Open a TIFF file (``fh``: already open on ``path``); every failure becomes a SourceError naming it."""
     tifffile = require("tifffile", extra=None, purpose="Reading a TIFF source")
     try:
-        return tifffile.TiffFile(path)
+        return tifffile.TiffFile(path if fh is None else fh)
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
     except Exception as e:  # TiffFileError, OSError, struct errors on garbage
@@ -53,6 +57,20 @@ def _read_exact(fh: Any, lock: AbstractContextManager[Any], offset: int, size: i
             f"found {len(data)}"
         )
     return data
+
+
+def _contiguous_offset(page: Any, itemsize: int) -> int | None:
+    """Where the pixels of ``page`` start if they are stored uncompressed, in order, without gaps; else None."""
+    key = page.keyframe
+    depth, ny, nx = key.imagedepth, key.imagelength, key.imagewidth
+    offsets, counts = page.dataoffsets, page.databytecounts
+    contiguous = (
+        key.is_final
+        and (not key.is_tiled or (key.tiledepth <= 1 and key.tilewidth == nx))
+        and all(o + c == o2 for o, c, o2 in zip(offsets, counts, offsets[1:], strict=False))
+        and sum(counts) >= depth * ny * nx * itemsize
+    )
+    return int(offsets[0]) if contiguous and len(offsets) else None
 
 
 def _read_page_region(
@@ -79,13 +97,7 @@ def _read_page_region(
     itemsize = out.dtype.itemsize
     file_dtype = out.dtype.newbyteorder(byteorder)
 
-    contiguous = (
-        key.is_final
-        and (not key.is_tiled or (key.tiledepth <= 1 and key.tilewidth == nx))
-        and all(o + c == o2 for o, c, o2 in zip(offsets, counts, offsets[1:], strict=False))
-        and sum(counts) >= depth * ny * nx * itemsize
-    )
-    if contiguous:
+    if _contiguous_offset(page, itemsize) is not None:
         row = nx * itemsize
         for d in range(d0, d1):
             start = offsets[0] + (d * ny + y0) * row
@@ -172,11 +184,38 @@ def _plane_page(tf: Any, path: str) -> Any:
     return page
 
 
+#: What identifies one version of a file: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns).
+Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class _PlaneLayout:
+    """Where a plane file keeps its pixels, parsed from its header and checked against the stack.
+
+    Valid while the file's :data:`Stamp` is ``stamp``: a file rewritten,
+    replaced or touched since is parsed (and checked) again.
+    """
+
+    stamp: Stamp
+    #: Byte offset of the first row when the pixels are stored uncompressed, in order and
+    #: without gaps (read with one positioned read per row range); None: read through tifffile.
+    offset: int | None
+    byteorder: ByteOrder
+
+
 class TiffStackSource(Source):
     """A stack of single-plane 2D TIFF files, one per z, in natural sort order.
 
     The first plane gives the (y, x) shape and the dtype; every plane read is
     checked against them, so a stray plane fails the read that touches it.
+    A plane's header is parsed once per source (by :meth:`check` or its first
+    read) while the file is unchanged (same inode, size, mtime and ctime):
+    rows of an uncompressed plane are then read straight into the returned
+    array with one positioned read.
     """
 
     kind = "tiff-stack"
@@ -184,6 +223,7 @@ class TiffStackSource(Source):
     def __init__(self, pattern: str) -> None:
         super().__init__(pattern)
         self.files = _stack_files(pattern)
+        self._layouts: dict[int, _PlaneLayout] = {}
         first = self.files[0]
         with _open_tiff(first) as tf:
             page = _plane_page(tf, first)
@@ -203,7 +243,7 @@ class TiffStackSource(Source):
 
         Raises SourceError naming the first bad plane (in z order). One small
         read per file, ``n_threads`` files at a time (latency-bound on
-        network filesystems).
+        network filesystems). The layouts found are kept for later reads.
         """
         from ...core.parallel import bounded_map
 
@@ -228,36 +268,88 @@ class TiffStackSource(Source):
             )
         return page
 
+    def _open_plane(self, z: int) -> io.FileIO:
+        path = self.files[z]
+        try:
+            return io.FileIO(path, "r")
+        except FileNotFoundError:
+            raise SourceError(f"{path}: no such file") from None
+        except OSError as e:
+            raise SourceError(f"{path}: cannot open the plane file ({e})") from e
+
+    def _parse_plane(self, z: int, fh: io.FileIO, stamp: Stamp) -> tuple[Any, Any, _PlaneLayout]:
+        """Open plane ``z`` (``fh``) with tifffile, check its page, keep its layout; return (TiffFile, page, layout)."""
+        tf = _open_tiff(self.files[z], fh)
+        try:
+            page = self._matching_page(tf, z)
+        except BaseException:
+            tf.close()
+            raise
+        layout = _PlaneLayout(stamp, _contiguous_offset(page, self.dtype.itemsize), tf.byteorder)
+        self._layouts[z] = layout
+        return tf, page, layout
+
     def _check_plane(self, z: int) -> None:
         path = self.files[z]
-        with _open_tiff(path) as tf:
-            page = self._matching_page(tf, z)
-            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
-            size = tf.filehandle.size
-            if end > size:
+        with self._open_plane(z) as fh:
+            st = os.fstat(fh.fileno())
+            tf, page, _ = self._parse_plane(z, fh, _stamp(st))
+            with tf:
+                end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
+            if end > st.st_size:
+                self._layouts.pop(z, None)
                 raise SourceError(
                     f"{path}: plane z={z} is truncated: its image data ends at byte {end}, "
-                    f"the file has {size} bytes"
+                    f"the file has {st.st_size} bytes"
                 )
 
     def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
         nx = self.shape[2]
         out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)
         for z in range(z0, z1):
-            path = self.files[z]
-            with _open_tiff(path) as tf:
-                page = self._matching_page(tf, z)
-                _read_page_region(
-                    tf.filehandle, nullcontext(), page, tf.byteorder,
-                    0, 1, y0, y1, out[z - z0 : z - z0 + 1], path,
-                )
+            self._read_plane(z, y0, y1, out[z - z0])
         return out
+
+    def _read_plane(self, z: int, y0: int, y1: int, out: np.ndarray) -> None:
+        """Rows ``[y0, y1)`` of plane ``z`` into ``out``, a C-contiguous ``(y1 - y0, x)`` array."""
+        path = self.files[z]
+        with self._open_plane(z) as fh:
+            stamp = _stamp(os.fstat(fh.fileno()))
+            layout = self._layouts.get(z)
+            if layout is None or layout.stamp != stamp or layout.offset is None:
+                # First read, a changed file, or a layout tifffile decodes (strips or tiles covering the rows).
+                tf, page, layout = self._parse_plane(z, fh, stamp)
+                with tf:
+                    if layout.offset is None:
+                        _read_page_region(
+                            tf.filehandle, nullcontext(), page, tf.byteorder, 0, 1, y0, y1, out[np.newaxis], path
+                        )
+                        return
+            row = out.shape[1] * out.itemsize
+            _read_into(fh, layout.offset + y0 * row, out, path, f"rows [{y0}, {y1})")
+        if out.itemsize > 1 and layout.byteorder != _NATIVE:
+            out.byteswap(inplace=True)
+
+
+_NATIVE: ByteOrder = "<" if sys.byteorder == "little" else ">"
+
+
+def _read_into(fh: io.FileIO, offset: int, out: np.ndarray, path: str, what: str) -> None:
+    """Fill the C-contiguous ``out`` with the bytes of ``fh`` from ``offset`` (no intermediate copy)."""
+    view = out.data.cast("B")  # raises TypeError unless C-contiguous: never a copy
+    size, done = len(view), 0
+    fh.seek(offset)
+    while done < size:
+        n = fh.readinto(view[done:])
+        if not n:
+            raise SourceError(
+                f"{path}: truncated file: {what} at byte {offset} needs {size} bytes, found {done}"
+            )
+        done += n
 
 
 def _stack_files(pattern: str) -> list[str]:
     """Plane files of a folder or a glob, in natural sort order."""
-    import natsort
-
     if os.path.isdir(pattern):
         names = [
             os.path.join(pattern, name)
@@ -271,7 +363,27 @@ def _stack_files(pattern: str) -> list[str]:
         files = [p for p in glob.glob(pattern) if os.path.isfile(p)]
         if not files:
             raise SourceError(f"{pattern}: glob pattern matches no files")
-    return list(natsort.natsorted(files, alg=natsort.ns.PATH))
+    return list(natural_order(tuple(files)))
+
+
+@functools.lru_cache(maxsize=8)
+def natural_order(files: tuple[str, ...]) -> tuple[str, ...]:
+    """``files`` in natsort's ``ns.PATH`` order (ties keep their given order).
+
+    Every batch task of a run opens the stack again, so this is cached: a
+    pure function of its argument (the listing, in the order it came), so
+    the cache changes no result, and forked workers inherit what the
+    planner sorted. When all files share one folder, their base names are
+    sorted instead: natsort compares paths component by component, so
+    identical folder components leave the base names to decide, in the same
+    order, at half the cost.
+    """
+    import natsort
+
+    if len({os.path.dirname(f) for f in files}) == 1:
+        order = natsort.index_natsorted([os.path.basename(f) for f in files], alg=natsort.ns.PATH)
+        return tuple(files[i] for i in order)
+    return tuple(natsort.natsorted(files, alg=natsort.ns.PATH))
 
 
 def _declared_size(tf: Any) -> tuple[str, int] | None:
