@@ -32,6 +32,7 @@ from .fragment import read_fragment_header
 from .merge import IndexMerger, check_block_file_holds
 from .naming import block_file_name, fragment_name, version_files
 from .parallel import bounded_map
+from .writeback import Writeback
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class BatchWriter:
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._offset = 0
         self._entries: list[bytes] = []
+        self._writeback = Writeback(self._fd)  # so commit()'s fsync finds the bytes mostly on disk
 
     def _encode(self, item: tuple[np.ndarray, int, int, int]) -> tuple[int, bytes]:
         block, x, y, z = item
@@ -68,6 +70,7 @@ class BatchWriter:
         write_all(self._fd, data)
         self._entries.append(fmt.encode_entry(position, self.number, self._offset, len(data), checksum(data)))
         self._offset += len(data)
+        self._writeback.wrote(self._offset)
 
     def write_block(self, block: np.ndarray, x: int, y: int, z: int) -> None:
         """Add the (z, y, x) block whose first voxel is (x, y, z) to the batch."""

@@ -45,6 +45,7 @@ from .naming import (
     journal_name,
     legacy_journal_name,
 )
+from .writeback import Writeback
 
 # Names that moved to .naming, .journal and .atomic, importable from here as before.
 __all__ = [
@@ -94,6 +95,7 @@ class BlockFileAppender:
         self.path = path
         self.journal_path = self._journal.path
         self._offset = 0  # end of the last committed block
+        self._writeback = Writeback(self._fd)  # so close()'s fsync finds the bytes mostly on disk
 
     def append(self, position: int, data: bytes) -> None:
         """Append one encoded block, then commit it with its journal entry.
@@ -118,12 +120,14 @@ class BlockFileAppender:
             except OSError as e:
                 self._undo(e, self.journal_path, f"committing the block at offset {self._offset} of {self.path}")
             self._offset += len(data)
+            self._writeback.wrote(self._offset)
 
     def _undo(self, error: OSError, path: str, what: str) -> None:
         """Truncate both files back to their committed ends, then raise ``error`` naming ``path``."""
         message = f"{what}: {error.strerror or error}; the block was not committed"
         try:
             os.ftruncate(self._fd, self._offset)
+            self._writeback.rewound(self._offset)
             self._journal.truncate()
         except OSError as undo_error:
             self._failure = (
