@@ -78,14 +78,21 @@ def read_pieces(units: Iterable[Unit], grid: BlockGrid) -> list[Unit]:
 
 
 def batch_blocks(
-    source: Source, spec: VolumeSpec, plan: BatchPlan, number: int, progress: Progress | None = None
+    source: Source,
+    spec: VolumeSpec,
+    plan: BatchPlan,
+    number: int,
+    progress: Progress | None = None,
+    observe: Callable[[int, int, int, int, np.ndarray], None] | None = None,
 ) -> Iterator[Block]:
     """Yield the blocks of batch ``number``, reading the source half a unit (z row of blocks, y band) at a time.
 
     The source is checked against ``spec`` first (it may have changed since
     planning). The next half unit is read in a background thread while the
     blocks of this one are taken (so reading overlaps compression); memory
-    holds two halves, one unit of raw data, as planned.
+    holds two halves, one unit of raw data, as planned. ``observe(z0, z1, y0, y1,
+    data)`` sees each piece as it is read, in order, in the reader thread (the
+    pyramid's level-1 slabs: :mod:`blockfs_tasks.pyramid.prereduce`).
     """
     check_source(source, spec)
     grid = spec.grid
@@ -95,7 +102,10 @@ def batch_blocks(
     done = 0
 
     def read(piece: Unit) -> np.ndarray:
-        return source.read(piece.z0, piece.z1, piece.y0, piece.y1)
+        data = source.read(piece.z0, piece.z1, piece.y0, piece.y1)
+        if observe is not None:
+            observe(piece.z0, piece.z1, piece.y0, piece.y1, data)
+        return data
 
     if not pieces:
         return

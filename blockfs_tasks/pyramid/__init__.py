@@ -28,7 +28,9 @@ pure arithmetic), :mod:`.reduce` (mean / mode downsampling of arrays and
 blocks), :mod:`.layout` (the :class:`Pyramid` folder, its ``info``, level 0
 placement, the batches of a planned level),
 :mod:`.groups` (several levels from one read of their base: :func:`plan_groups`,
-:func:`downsample_group_batch`) and :mod:`.build` (:func:`build_level`, :func:`build_pyramid`). Every public name
+:func:`downsample_group_batch`), :mod:`.build` (:func:`build_level`, :func:`build_pyramid`) and
+:mod:`.prereduce` (level 1 reduced by the ingest batches from the raw data they hold, left as slab
+files beside level 0, read instead of decoding level 0). Every public name but :mod:`.prereduce`'s
 is importable from ``blockfs_tasks.pyramid``.
 """
 

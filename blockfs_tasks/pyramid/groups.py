@@ -138,6 +138,7 @@ def downsample_group_batch(
     top_origins: Iterable[Sequence[int]],
     mode: str = "mean",
     progress: Callable[[int], None] | None = None,
+    level1: Callable[[int, int, int, int, int, int], np.ndarray | None] | None = None,
 ) -> list[int]:
     """Write the blocks of several levels under ``top_origins`` from one read of ``src``; return blocks per level.
 
@@ -154,6 +155,11 @@ def downsample_group_batch(
         Origins (x, y, z) of blocks of the last level of ``specs``.
     progress
         Called with 1 after each top block.
+    level1
+        ``level1(z0, z1, y0, y1, x0, x1)``: the first level of ``specs`` in that
+        box (its voxels), already reduced, or None to reduce it from ``src``
+        (:class:`~.prereduce.Level1Slabs`, the slabs ingest left). Which blocks
+        are written is decided from ``src``'s index either way.
     """
     if mode not in MODES:
         raise ConfigurationError(f"Invalid downsampling mode {mode!r}; expected one of {MODES}")
@@ -193,10 +199,13 @@ def downsample_group_batch(
             bool,
         )
         if present.any():
-            data = src[z0:z1, y0:y1, x0:x1]
+            (lx, ly, lz), (hx, hy, hz) = lo[1], hi[1]
+            reduced = None if level1 is None else level1(lz, hz, ly, hy, lx, hx)
+            data = src[z0:z1, y0:y1, x0:x1] if reduced is None else reduced
             for i, (spec, step, writer) in enumerate(zip(specs, steps, writers, strict=True)):
                 step_zyx = (step[2], step[1], step[0])
-                data = REDUCERS[mode](data, step_zyx)
+                if i or reduced is None:
+                    data = REDUCERS[mode](data, step_zyx)
                 present = _any_pool(present, step_zyx)
                 (lx, ly, lz), (hx, hy, hz) = lo[i + 1], hi[i + 1]
                 if data.shape != (hz - lz, hy - ly, hx - lx):

@@ -91,8 +91,9 @@ def _sum(views: list[np.ndarray], dtype: Any) -> np.ndarray:
 def _mean_whole_windows(region: np.ndarray, step_zyx: tuple[int, int, int]) -> np.ndarray | None:
     """The fast path of :func:`downsample_mean`: 8- to 32-bit integers cut into whole windows, else None.
 
-    Sums one axis at a time (each pass halves the data) in a 32- or 64-bit
-    accumulator that cannot overflow, and rounds half up like the general
+    Sums one axis at a time (each pass halves the data) in an accumulator
+    that cannot overflow (the data's own unsigned type when its maximum
+    allows, else 32 or 64 bits), and rounds half up like the general
     path: ``floor((sum + n // 2) / n)``, a shift when ``n`` is a power of two.
     About 3.5x faster than the general path for 2x2x2 uint16.
     """
@@ -102,6 +103,8 @@ def _mean_whole_windows(region: np.ndarray, step_zyx: tuple[int, int, int]) -> n
         return None
     bits = dtype.itemsize * 8 + n.bit_length()
     acc = np.dtype(f"{'u' if dtype.kind == 'u' else ''}int{32 if bits < 32 else 64}")
+    if dtype.kind == "u" and region.size and int(region.max()) * n + n // 2 <= np.iinfo(dtype).max:
+        acc = dtype  # sums fit the data's own width (12-bit camera data in uint16): half the memory traffic
     total = region
     for axis, s in enumerate(step_zyx):
         if s == 1:
@@ -118,7 +121,7 @@ def _mean_whole_windows(region: np.ndarray, step_zyx: tuple[int, int, int]) -> n
         total >>= acc.type(n.bit_length() - 1)
     else:
         total //= acc.type(n)
-    result: np.ndarray = total.astype(dtype)
+    result: np.ndarray = total.astype(dtype, copy=False)
     return result
 
 

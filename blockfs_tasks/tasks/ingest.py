@@ -33,6 +33,7 @@ from ..core.provenance import processing_step, with_step
 from ..ingest.planning import BatchPlan, pipeline_codec, plan_batches, plan_volume
 from ..ingest.sources import Source, check_extent, open_source
 from ..ingest.write import batch_blocks, write_batch_blocks
+from ..pyramid.prereduce import level1_slab
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
 from .remote import (
@@ -178,6 +179,10 @@ class WriteBlockBatch(BlockBatchTask):
         "'units_per_batch'.",
     )
     n_threads = luigi.IntParameter(default=1, **_PLANNED, description="Compression threads.")
+    level1 = cast("Any", luigi.DictParameter(
+        default={}, **_PLANNED,
+        description="Pyramid whose level 1 to pre-reduce ({'mode', 'resolution_nm', 'max_levels'}; {}: none).",
+    ))
 
     @staticmethod
     def plan_of(spec: VolumeSpec, plan: BatchPlan) -> dict[str, Any]:
@@ -216,7 +221,12 @@ class WriteBlockBatch(BlockBatchTask):
         return self._plan.describe(self.batch)
 
     def blocks(self) -> Iterator[tuple[np.ndarray, int, int, int]]:
-        return batch_blocks(self._source, self._spec, self._plan, self.batch, self.report_progress)
+        dest = local_or_url(self.dest)
+        slab = None if is_remote(dest) else level1_slab(dest, self.batch, self._spec, dict(self.level1))
+        blocks = batch_blocks(
+            self._source, self._spec, self._plan, self.batch, self.report_progress, None if slab is None else slab.add
+        )
+        return blocks if slab is None else slab.around(blocks)  # the slab is published before the fragment
 
 
 class BuildDirectory(BuildVolume):
@@ -228,6 +238,10 @@ class BuildDirectory(BuildVolume):
     extent_xyz = luigi.ListParameter(
         default=(), description="Expected extent [x, y, z] of the source; [] = no check."
     )
+    level1 = cast("Any", luigi.DictParameter(  # set by Downsample: its batches pre-reduce level 1 (pyramid.prereduce)
+        default={}, **_PLANNED,
+        description="Pyramid whose level 1 to pre-reduce ({'mode', 'resolution_nm', 'max_levels'}; {}: none).",
+    ))
 
     @cached_property
     def _spec(self) -> VolumeSpec:
@@ -269,7 +283,8 @@ class BuildDirectory(BuildVolume):
         planned = WriteBlockBatch.plan_of(spec, plan)
         batches = [
             WriteBlockBatch(
-                dest=self.dest, batch=b, source=self.source, plan=planned, n_threads=plan_config.threads
+                dest=self.dest, batch=b, source=self.source, plan=planned, n_threads=plan_config.threads,
+                level1=self.level1,
             )
             for b in range(plan.n_batches)
         ]
@@ -287,7 +302,7 @@ class BuildDirectory(BuildVolume):
         # Parameters but dest: the volume's own path is not where it came from, and a volume rebuilt
         # elsewhere (or resumed) must have the same bytes. The task id hashes dest too, so the family is
         # kept; a CommitVolume of the run records the full task ids in its commit.
-        params = {k: v for k, v in self.to_str_params().items() if k != "dest"}
+        params = {k: v for k, v in self.to_str_params().items() if k not in ("dest", "level1")}
         return processing_step(f"blockfs_tasks.{self.get_task_family()}", params)
 
     def volume_spec(self) -> VolumeSpec:

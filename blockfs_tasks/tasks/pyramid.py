@@ -9,6 +9,12 @@ batch (block file + fragment) of *every* level of the group; one
 ``BuildLevel`` per level merges its batches; the ``info`` file, written last,
 is the pipeline's final target.
 
+Without ``--volume``, ``Downsample`` asks its ``BuildDirectory`` to pre-reduce
+level 1: each ingest batch leaves a slab of level 1 beside its block file
+(:mod:`blockfs_tasks.pyramid.prereduce`), the first group reads level 1 from
+the slabs instead of decoding level 0 (falling back to decoding on any failed
+check), and the slabs are removed once the ``info`` is written.
+
 ``--out s3://bucket/path/pyramid`` writes the same objects into a bucket:
 level 0 is uploaded, each batch is staged locally and uploaded (block file,
 then fragment: :mod:`.remote`), each level's directory object and then the
@@ -27,6 +33,7 @@ import luigi
 
 from ..core.batch import BatchWriter
 from ..core.bytesource import is_remote
+from ..core.directory import Directory
 from ..core.format import VolumeSpec, read_spec
 from ..pyramid import (
     LevelGroup,
@@ -40,9 +47,10 @@ from ..pyramid import (
     prepare_pyramid,
     write_pyramid_info,
 )
+from ..pyramid.prereduce import Prereduce, level1_reader, remove_slabs
 from .config import io_resources
 from .export import FromVolume
-from .ingest import _PLANNED, BuildVolume
+from .ingest import _PLANNED, BuildDirectory, BuildVolume
 from .progress import TaskProgress
 from .remote import (
     RemoteBatchTarget,
@@ -162,6 +170,13 @@ class DownsampleBatch(_PyramidPlan):
             targets.append((RemoteBatchTarget if remote else BatchTarget)(path, self.batch, spec, extent))
         return targets
 
+    def level1_reader(self) -> Any:
+        """Level 1 from the slabs ingest left beside level 0 (group base 0 only), or None to decode level 0."""
+        if self.group.base != 0 or is_remote(self.level0) or len(self.plan.levels) < 2:
+            return None
+        prereduce = Prereduce(self.plan.mode, self.plan.levels[1].step_xyz)
+        return level1_reader(Directory.open(self.level0), prereduce)
+
     def run(self) -> None:
         group = self.group
         origins = self.batches_of(group)[self.batch]
@@ -181,7 +196,9 @@ class DownsampleBatch(_PyramidPlan):
                 )
                 for level, spec in zip(group.levels, specs, strict=True)
             ]
-            written = downsample_group_batch(self.plan.open(group.base), specs, writers, origins, self.plan.mode, step)
+            written = downsample_group_batch(
+                self.plan.open(group.base), specs, writers, origins, self.plan.mode, step, self.level1_reader()
+            )
         for level in group.levels:  # a bucket's levels: upload the staged batches (each fragment last)
             publish_if_remote(self.plan.path(level), self.batch)
         progress.finish(f"{sum(written)} blocks written")
@@ -219,7 +236,11 @@ class Downsample(FromVolume):
     )
 
     def requires(self) -> luigi.Task:
-        return self.volume_task()
+        if self.volume:
+            return self.volume_task()
+        config = pyramid()  # the ingest batches pre-reduce level 1 from the raw data they hold (pyramid.prereduce)
+        level1 = {"mode": config.mode, "resolution_nm": list(config.resolution_nm), "max_levels": config.max_levels}
+        return BuildDirectory(level1=level1)
 
     def _plan_params(self) -> dict[str, Any]:
         config = pyramid()
@@ -243,3 +264,5 @@ class Downsample(FromVolume):
         levels = [BuildLevel(**params, dest=plan.path(i), level=i) for i in range(1, len(plan.levels))]
         yield levels or [PlaceLevel0(**params)]  # dynamic: the plan needs the volume
         write_pyramid_info(plan)
+        if not is_remote(params["level0"]):
+            remove_slabs(params["level0"])  # level 1 is built: the ingest batches' slabs have served
