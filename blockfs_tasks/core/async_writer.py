@@ -2,20 +2,29 @@
 
 A script that calls ``write_block`` in a loop from one thread would compress
 on one core. After ``start_writer_processes()`` the volume hands each block
-to this writer instead: the call checks the block and returns once a worker
-thread has taken a copy, and the workers compress and append in parallel
-(Blosc and ``pwrite`` release the GIL, so threads use every core). As with
-the original blockfs, whose writer processes took blocks from a queue, such
-a block is committed when :meth:`AsyncBlockWriter.flush` (``Directory.flush()``)
-or ``close()`` returns, not when ``write_block`` does.
+to this writer instead: the call checks the block and, while a worker thread
+has room, queues a copy and returns; the workers compress and append in
+parallel (Blosc and ``pwrite`` release the GIL, so threads use every core).
+As with the original blockfs, whose writer processes took blocks from a
+queue, such a block is committed when :meth:`AsyncBlockWriter.flush`
+(``Directory.flush()``) or ``close()`` returns, not when ``write_block`` does.
 
-At most ``max_in_flight`` blocks are queued or being compressed, so memory
-stays bounded: a producer faster than the workers waits (on a semaphore,
-never polling). A block position written again waits for its earlier write
-first, so the later block wins, as it does with synchronous writes. The first
-error of a worker is raised by every later ``submit`` and ``flush`` (a
-writer that failed takes nothing more); the blocks committed before it stay
-committed.
+When every worker is busy and the queue is full, the calling thread
+compresses and commits the block itself ("caller runs") instead of waiting:
+the producer is one of the compressing threads, so ``cores - 1`` workers
+keep every core busy without a thread too many, a block the caller passes
+contiguous is compressed without a copy, and one it passes as a view is
+compressed from the copy it just made, still in this core's cache (a queued
+block is read by another core, from memory). Such a block is committed when
+``write_block`` returns, and an error writing it is raised there, as
+without workers.
+
+At most ``max_in_flight`` blocks are queued or being compressed by workers,
+so memory stays bounded. A block position written again waits for its
+earlier write first, so the later block wins, as it does with synchronous
+writes. The first error of a worker is raised by every later ``submit`` and
+``flush`` (a writer that failed takes nothing more); the blocks committed
+before it stay committed.
 """
 
 from __future__ import annotations
@@ -47,15 +56,24 @@ class AsyncBlockWriter:
         self._pending: dict[int, Future[None]] = {}  # position -> its newest queued write
         self._error: BaseException | None = None
 
-    def submit(self, position: int, block: np.ndarray, where: str) -> None:
-        """Queue a checked block; it must not be modified afterwards (pass a copy)."""
+    def submit(self, position: int, block: np.ndarray, where: str, owned: bool = True) -> None:
+        """Queue a checked block, or commit it in this thread when every worker is busy.
+
+        ``owned``: the block is this writer's to keep (a copy nobody else
+        holds); otherwise a copy is queued, so the caller may reuse its array
+        as soon as this returns.
+        """
         self._raise_error()
         with self._lock:
             earlier = self._pending.get(position)
         if earlier is not None:  # the same block again: the later write must land last
             earlier.exception()
-        self._slots.acquire()
+        if not self._slots.acquire(blocking=False):  # no room: compress here, from the caller's (cached) bytes
+            self._commit(position, block, where)
+            return
         try:
+            if not owned:
+                block = block.copy()
             future = self._pool.submit(self._commit, position, block, where)
         except BaseException:
             self._slots.release()

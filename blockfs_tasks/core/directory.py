@@ -427,11 +427,13 @@ class Directory:
         """Give this process's ``write_block`` calls compression workers on every core.
 
         After this call, ``write_block`` *in the calling process* checks the
-        block, queues a copy and returns; worker threads compress and commit
-        it, so a single producer loop uses every core. Such blocks are
-        committed when :meth:`flush` or :meth:`close` returns (as with the
-        original blockfs's writer processes). At most ``max(queue_depth,
-        2 x cores)`` blocks wait at a time. Other processes (pool workers,
+        block, queues a copy and returns; ``cores - 1`` worker threads
+        compress and commit it, so a single producer loop uses every core.
+        Such blocks are committed when :meth:`flush` or :meth:`close` returns
+        (as with the original blockfs's writer processes). At most
+        ``min(queue_depth, 2 x workers)`` blocks wait at a time; when none
+        more may, the calling thread compresses and commits the block itself
+        (committed on return; see :mod:`.async_writer`). Other processes (pool workers,
         forked or spawned, even when they run this call themselves) are
         unaffected: their ``write_block`` compresses in the caller and commits
         before it returns. The threads start with the first queued block, so
@@ -451,8 +453,8 @@ class Directory:
         if not self._writer_depth or self._writer_pid != os.getpid():
             return None
         if self._writer is None or self._writer.pid != os.getpid():
-            cores = len(os.sched_getaffinity(0))
-            self._writer = AsyncBlockWriter(self._commit_block, cores, max(self._writer_depth, 2 * cores))
+            workers = max(1, len(os.sched_getaffinity(0)) - 1)  # the producer compresses too (caller runs)
+            self._writer = AsyncBlockWriter(self._commit_block, workers, min(self._writer_depth, 2 * workers))
         return self._writer
 
     def _started_writer(self) -> AsyncBlockWriter | None:
@@ -490,7 +492,7 @@ class Directory:
             return
         where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
         position, stored = check_block(self.spec, block, x, y, z, where)
-        writer.submit(position, stored.copy() if np.may_share_memory(stored, block) else stored, where)
+        writer.submit(position, stored, where, owned=not np.may_share_memory(stored, block))
 
     def _write_now(self, block: np.ndarray, x: int, y: int, z: int) -> None:
         """Compress and commit one block in the calling thread."""

@@ -138,3 +138,28 @@ def test_pool_forked_after_start_and_the_parent_writing_too(tmp_path: Path) -> N
     """, cwd=tmp_path)
     # forked workers wrote (how many of the 2 got a chunk depends on scheduling), and every block is there
     assert result.stdout.split() == ["64", "True", "True"]
+
+
+def test_the_caller_compresses_when_every_worker_is_busy() -> None:
+    """Caller runs: with the one worker busy and no room left, submit commits the block in the calling thread."""
+    import threading
+
+    from blockfs_tasks.core.async_writer import AsyncBlockWriter
+
+    release = threading.Event()
+    committed: list[tuple[int, int, int]] = []  # (position, first voxel, thread)
+
+    def commit(position: int, array: np.ndarray, where: str) -> None:
+        if position == 0:
+            release.wait()  # the worker holds block 0 until the test lets it go
+        committed.append((position, int(array.flat[0]), threading.get_ident()))
+
+    writer = AsyncBlockWriter(commit, n_threads=1, max_in_flight=1)
+    mine = np.full((4, 4, 4), 5, np.uint16)
+    writer.submit(0, mine, "block 0", owned=False)  # queued: a copy, so the caller may reuse its array
+    mine[...] = 6
+    writer.submit(1, mine, "block 1", owned=False)  # no room: committed here, before submit returns
+    assert committed == [(1, 6, threading.get_ident())]
+    release.set()
+    writer.close()
+    assert committed[1][:2] == (0, 5) and committed[1][2] != threading.get_ident()
