@@ -292,13 +292,14 @@ def test_stack_checked_then_pickled_still_checks_changed_planes(tmp_path: Path) 
         {"compression": "zlib", "rowsperstrip": 4},
         {"compression": "zlib", "predictor": True, "tile": (16, 16)},
         {"byteorder": ">", "compression": "zlib"},
+        {"byteorder": ">"},
         {"volumetric": True, "tile": (16, 16)},
         {"volumetric": True, "tile": (4, 16, 16), "compression": "zlib"},
         {"imagej": True, "metadata": {"axes": "ZYX"}},
         {"imagej": True, "metadata": {"axes": "TZCYX"}, "reshape": (1, 7, 1, 37, 29)},
         {"bigtiff": True, "compression": "zlib"},
     ],
-    ids=["raw", "zlib-strips", "zlib-tiles", "big-endian", "volumetric", "volumetric-3d-tiles",
+    ids=["raw", "zlib-strips", "zlib-tiles", "big-endian", "big-endian-raw", "volumetric", "volumetric-3d-tiles",
          "imagej", "imagej-hyperstack", "bigtiff"],
 )
 @pytest.mark.usefixtures("no_whole_page_decode")

@@ -95,14 +95,14 @@ def _read_page_region(
     depth, ny, nx = key.imagedepth, key.imagelength, key.imagewidth
     offsets, counts = page.dataoffsets, page.databytecounts
     itemsize = out.dtype.itemsize
-    file_dtype = out.dtype.newbyteorder(byteorder)
 
     if _contiguous_offset(page, itemsize) is not None:
         row = nx * itemsize
         for d in range(d0, d1):
             start = offsets[0] + (d * ny + y0) * row
-            data = _read_exact(fh, lock, start, (y1 - y0) * row, path, f"rows [{y0}, {y1})")
-            out[d - d0] = np.frombuffer(data, file_dtype).reshape(y1 - y0, nx)
+            with lock:
+                _read_into(fh, start, out[d - d0], path, f"rows [{y0}, {y1})")
+        _to_native(out, byteorder)
         return
 
     if key.is_tiled:
@@ -327,15 +327,20 @@ class TiffStackSource(Source):
                         return
             row = out.shape[1] * out.itemsize
             _read_into(fh, layout.offset + y0 * row, out, path, f"rows [{y0}, {y1})")
-        if out.itemsize > 1 and layout.byteorder != _NATIVE:
-            out.byteswap(inplace=True)
+        _to_native(out, layout.byteorder)
 
 
 _NATIVE: ByteOrder = "<" if sys.byteorder == "little" else ">"
 
 
-def _read_into(fh: io.FileIO, offset: int, out: np.ndarray, path: str, what: str) -> None:
-    """Fill the C-contiguous ``out`` with the bytes of ``fh`` from ``offset`` (no intermediate copy)."""
+def _to_native(out: np.ndarray, byteorder: ByteOrder) -> None:
+    """Swap in place the bytes of ``out``, read raw from a file of ``byteorder``, if that is not the machine's."""
+    if out.itemsize > 1 and byteorder != _NATIVE:
+        out.byteswap(inplace=True)
+
+
+def _read_into(fh: Any, offset: int, out: np.ndarray, path: str, what: str) -> None:
+    """Fill the C-contiguous ``out`` with the bytes of the binary file ``fh`` from ``offset`` (no intermediate copy)."""
     view = out.data.cast("B")  # raises TypeError unless C-contiguous: never a copy
     size, done = len(view), 0
     fh.seek(offset)
@@ -506,13 +511,13 @@ class Tiff3DSource(Source):
         out = np.empty((z1 - z0, y1 - y0, nx), dtype=self.dtype)
         s = tf.series[0]
         fh, lock = tf.filehandle, self._lock
-        if s.dataoffset is not None:  # uncompressed, contiguous: read rows directly
+        if s.dataoffset is not None:  # uncompressed, contiguous: read rows straight into the array
             row = nx * self.dtype.itemsize
-            file_dtype = self.dtype.newbyteorder(tf.byteorder)
             for z in range(z0, z1):
                 start = s.dataoffset + (z * ny + y0) * row
-                data = _read_exact(fh, lock, start, (y1 - y0) * row, self.path, f"plane {z}")
-                out[z - z0] = np.frombuffer(data, file_dtype).reshape(y1 - y0, nx)
+                with lock:
+                    _read_into(fh, start, out[z - z0], self.path, f"plane {z}")
+            _to_native(out, tf.byteorder)
             return out
         if s.keyframe.imagedepth > 1:
             _read_page_region(fh, lock, s.pages[0], tf.byteorder, z0, z1, y0, y1, out, self.path)
