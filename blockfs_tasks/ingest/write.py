@@ -58,22 +58,28 @@ def check_source(source: Source, spec: VolumeSpec) -> None:
         raise SourceError(f"{source.path}: dtype is now {source.dtype}, planned {spec.dtype}")
 
 
-def read_pieces(units: Iterable[Unit], grid: BlockGrid) -> list[Unit]:
-    """Split each unit of two or more block rows into two halves of whole block rows.
+#: Raw bytes read from the source at a time (at least one block row of a unit, at most half of it, rounded up).
+PIECE_BYTES = 16 << 20
+
+
+def read_pieces(
+    units: Iterable[Unit], grid: BlockGrid, itemsize: int, piece_bytes: int = PIECE_BYTES
+) -> list[Unit]:
+    """Split each unit into pieces of whole block rows: about ``piece_bytes``, at most half the unit (rounded up).
 
     Pieces are what :func:`batch_blocks` reads at a time: while the blocks of
-    one are compressed the next is read, and two halves of a unit hold no
-    more memory than the unit the planner budgeted for.
+    one are compressed the next is read, so two pieces are in memory, never
+    more than the unit the planner budgeted for. Pieces of a fixed size let a
+    task reuse the memory of the pieces it is done with (a forked worker
+    pays for every page it touches first) and start compressing soon.
     """
-    by = grid.block_xyz[1]
+    bx, by, bz = grid.block_xyz
+    row_bytes = bz * by * grid.extent_xyz[0] * itemsize  # one block row of a unit, at most
     pieces = []
     for unit in units:
         rows = -(-(unit.y1 - unit.y0) // by)
-        if rows < 2:
-            pieces.append(unit)
-            continue
-        mid = unit.y0 + -(-rows // 2) * by
-        pieces += [Unit(unit.z0, unit.z1, unit.y0, mid), Unit(unit.z0, unit.z1, mid, unit.y1)]
+        step = max(1, min(piece_bytes // row_bytes, -(-rows // 2))) * by
+        pieces += [Unit(unit.z0, unit.z1, y, min(unit.y1, y + step)) for y in range(unit.y0, unit.y1, step)]
     return pieces
 
 
@@ -85,18 +91,18 @@ def batch_blocks(
     progress: Progress | None = None,
     observe: Callable[[int, int, int, int, np.ndarray], None] | None = None,
 ) -> Iterator[Block]:
-    """Yield the blocks of batch ``number``, reading the source half a unit (z row of blocks, y band) at a time.
+    """Yield the blocks of batch ``number``, reading the source a piece (whole block rows of a unit) at a time.
 
     The source is checked against ``spec`` first (it may have changed since
-    planning). The next half unit is read in a background thread while the
+    planning). The next piece is read in a background thread while the
     blocks of this one are taken (so reading overlaps compression); memory
-    holds two halves, one unit of raw data, as planned. ``observe(z0, z1, y0, y1,
-    data)`` sees each piece as it is read, in order, in the reader thread (the
-    pyramid's level-1 slabs: :mod:`blockfs_tasks.pyramid.prereduce`).
+    holds two pieces, at most one unit of raw data, as planned. ``observe(z0, z1,
+    y0, y1, data)`` sees each piece as it is read, in order, in the reader
+    thread (the pyramid's level-1 slabs: :mod:`blockfs_tasks.pyramid.prereduce`).
     """
     check_source(source, spec)
     grid = spec.grid
-    pieces = read_pieces(plan.units(number), grid)
+    pieces = read_pieces(plan.units(number), grid, spec.dtype.itemsize)
     by = grid.block_xyz[1]
     total = sum(-(-(p.y1 - p.y0) // by) for p in pieces)  # block rows of the batch
     done = 0

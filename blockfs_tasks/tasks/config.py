@@ -80,7 +80,7 @@ class ingest(luigi.Config):  # lower case: named after its luigi.cfg section
         description="Upper bound on the number of batch tasks of one volume.",
     )
     min_tasks = luigi.IntParameter(
-        default=32,
+        default=8,
         description="Split a small volume into at least this many batches (if it has the block rows), so the "
         "workers finish together.",
     )

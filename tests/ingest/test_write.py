@@ -14,7 +14,10 @@ import tifffile
 from blockfs_tasks.core import Directory
 from blockfs_tasks.core.batch import batch_complete, build_directory
 from blockfs_tasks.core.codec import BlockCodec
+from blockfs_tasks.core.grid import BlockGrid
 from blockfs_tasks.ingest import SourceError, open_source, plan_batches, plan_volume, write_batch
+from blockfs_tasks.ingest.planning import Unit
+from blockfs_tasks.ingest.write import read_pieces
 
 SHAPE = (20, 37, 45)  # (z, y, x): edge blocks on every axis with 16-voxel blocks
 
@@ -109,3 +112,14 @@ def test_write_batch_refuses_a_source_that_changed_since_planning(tmp_path: Path
     with pytest.raises(SourceError, match="dtype is now uint8, planned uint16"):
         write_batch("synthetic:8x16x16:uint8", str(tmp_path / "v.blockfs"), spec, plan, 0)
     assert not list(tmp_path.iterdir())  # nothing published, no temporary left
+
+
+def test_read_pieces_are_whole_block_rows_of_bounded_size() -> None:
+    grid = BlockGrid((1000, 200, 40), (64, 16, 8))  # a block row of a unit: 8 x 16 x 1000 x 2 = 256000 bytes
+    units = [Unit(0, 8, 0, 200), Unit(8, 16, 0, 40), Unit(32, 40, 192, 200)]
+    pieces = read_pieces(units, grid, 2, piece_bytes=600_000)  # 2 block rows per piece
+    assert pieces[:7] == [Unit(0, 8, y, min(200, y + 32)) for y in range(0, 200, 32)]
+    assert pieces[7:] == [Unit(8, 16, 0, 32), Unit(8, 16, 32, 40), Unit(32, 40, 192, 200)]  # at most half a unit
+    one_row = [Unit(0, 8, y, min(200, y + 16)) for y in range(0, 200, 16)]
+    assert read_pieces(units[:1], grid, 2, piece_bytes=1) == one_row
+    assert read_pieces(units[:1], grid, 2, piece_bytes=1 << 40) == [Unit(0, 8, 0, 112), Unit(0, 8, 112, 200)]

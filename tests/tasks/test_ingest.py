@@ -166,3 +166,29 @@ def test_batches_share_the_planners_source_and_see_planes_changed_since(tmp_path
     tifffile.imwrite(tmp_path / "img_21.tif", data[21])  # repaired: the rerun writes the rest
     assert build(task).status == LuigiStatusCode.SUCCESS
     np.testing.assert_array_equal(Directory.open(tmp_path / "v.blockfs")[:], data)
+
+
+def test_run_left_half_done_under_the_old_min_tasks_default_finishes(tmp_path: Path, small_blocks):
+    """[ingest] min_tasks went from 32 to 8: a run stopped half way under 32 finishes under 8 (other batches)."""
+    data = volume_array((32, 256, 40))  # 16-voxel blocks: 2 z rows of 16 block rows
+    np.save(tmp_path / "src.npy", data)
+    source, dest = str(tmp_path / "src.npy"), tmp_path / "v.blockfs"
+    config = luigi.configuration.get_config()
+    saved = config.get("ingest", "min_tasks", None)
+    config.set("ingest", "target_tasks", "1000")  # small_blocks restores it
+    config.set("ingest", "min_tasks", "32")
+    try:
+        old = BuildDirectory(source=source, dest=str(dest)).requires()
+        assert len(old) == 32
+        assert luigi.build(old[:20], local_scheduler=True, workers=1, log_level="WARNING")  # then it was stopped
+    finally:
+        if saved is None:
+            config.remove_option("ingest", "min_tasks")
+        else:
+            config.set("ingest", "min_tasks", saved)
+    luigi.task_register.Register.clear_instance_cache()  # a new process plans again, with the shipped default
+    task = BuildDirectory(source=source, dest=str(dest))
+    assert len(task.requires()) == 8
+    assert not any(t.complete() for t in task.requires())  # fragments of the old plan are not taken for these
+    assert build(task).status == LuigiStatusCode.SUCCESS
+    np.testing.assert_array_equal(Directory.open(dest)[:], data)

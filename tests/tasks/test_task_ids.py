@@ -18,9 +18,9 @@ def fresh() -> None:
 def test_batch_ids_unique_stable_and_short(tmp_path: Path):
     dest = str(tmp_path / "v.blockfs")
     fresh()
-    first = BuildDirectory(source="synthetic:256x256x150", dest=dest).requires()
+    first = BuildDirectory(source="synthetic:768x256x150", dest=dest).requires()
     fresh()
-    second = BuildDirectory(source="synthetic:256x256x150", dest=dest).requires()
+    second = BuildDirectory(source="synthetic:768x256x150", dest=dest).requires()
     assert len(first) > 10
     assert [t.task_id for t in first] == [t.task_id for t in second]
     assert len({t.task_id for t in first}) == len(first)
