@@ -64,7 +64,10 @@ from .remote import (
 from .targets import BatchTarget, PyramidInfoTarget, VolumeTarget
 
 REGION_MB = 64  # base-level MiB per read: 256^3 uint16 -> two levels of 64^3 blocks per read
-MIN_TASKS = 8  # tasks per group when it has the blocks: both workers busy to the end
+# Tasks per group when it has the blocks: two rounds on two workers keep both busy to the end, and each
+# task costs a forked process and two batch commits (1 GiB, --workers 2: 4 instead of 8 cut the CPU of
+# Downsample --volume and of the one-run pipeline, at the same or lower wall time).
+MIN_TASKS = 4
 
 
 class pyramid(luigi.Config):  # lower case: named after its luigi.cfg section

@@ -29,4 +29,6 @@ def test_end_to_end_benchmark_smoke_run(tmp_path: Path) -> None:
     assert results["blockfs"]["check"]["rounding"] == "half up"
     assert results["blockfs"]["check"]["levels"] == results["blockfs"]["check"]["levels_expected"] == 3
     assert results["tensorstore_zarr3"]["check"]["rounding"] == "half to even"
-    assert "| blockfs_tasks" in (tmp_path / "smoke.md").read_text()
+    report = (tmp_path / "smoke.md").read_text()
+    assert "| blockfs_tasks" in report
+    assert "Downsample alone / BuildDirectory alone" in report and "marginal cost inside the one-run" in report

@@ -40,7 +40,8 @@ def test_pyramid_ids_unique_and_stable(tmp_path: Path):
     try:
         def plan() -> list[luigi.Task]:
             fresh()
-            params = Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"))._plan_params()
+            downsample = Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"), min_tasks=8)
+            params = downsample._plan_params()
             levels = [BuildLevel(**params, dest=str(tmp_path / "pyr" / f"l{i}.blockfs"), level=i) for i in (1, 2)]
             assert levels[0].requires() == levels[1].requires()  # one group: both levels from one read
             return levels + levels[0].requires()
