@@ -509,15 +509,16 @@ same list for every store, warm page cache, {WARMUP_READS} untimed warm-up reads
 
 - **ingest MB/s** = raw bytes (10^6 bytes = 1 MB) / wall time of the whole user-visible operation:
   create/open, every write, close (blockfs `close()` fsyncs its block files and publishes the directory
-  atomically; tensorstore's file kvstore writes each file by temp + rename; zarr's LocalStore does
+  atomically, after asking the kernel to write each 8 MiB of a block file as it was appended, so that
+  fsync finds little left; tensorstore's file kvstore writes each file by temp + rename; zarr's LocalStore does
   not fsync). A `sync` after each ingest (untimed) keeps one store's dirty pages out of the next one's run.
   - blockfs pool: `multiprocessing.get_context("fork").Pool(2)`; the Directory and the array are
     inherited by fork (copy-on-write); `pool.starmap(write_block_fn, grid.origins())`, each call slicing
     its block out of the array and calling `directory.write_block`; then `directory.close()`.
   - blockfs threads: `Directory.write_blocks(generator of (view, x, y, z), n_threads=2)` in one process.
   - blockfs producer: one process, `start_writer_processes()`, then a plain loop of `write_block(view, x, y, z)`
-    (the block is checked and copied in the call; worker threads, one per core, compress and commit it),
-    then `close()`.
+    (the block is checked and copied in the call; cores - 1 worker threads compress and commit it, and when
+    none has room the calling thread compresses and commits it itself), then `close()`.
   - tensorstore: `ts.open(zarr3 spec, create=True)` then `store.write(volume).result()` (its default
     context: data-copy concurrency = number of cores).
   - zarr: `zarr.create_array(LocalStore, chunks 64^3, BloscCodec(zstd, level, shuffle))` then

@@ -27,13 +27,13 @@ from typing import cast
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import build_volume, drop_page_cache, machine_facts, markdown_table, prefault_memory
+from common import build_volume, drop_page_cache, machine_facts, markdown_table, prefault_memory, write_results
 
 import blockfs_tasks.core.region as region
 from blockfs_tasks.core import Directory
 from blockfs_tasks.core.read_plan import MIN_BLOCKS, Frame, plan_runs
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "read_order.md")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 _WORKER: dict[str, object] = {}
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 1024], metavar=("Z", "Y", "X"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--clevel", type=int, default=2)
+    p.add_argument("--results", default=RESULTS, help=f"folder of read_order.md and .json (default {RESULTS})")
     args = p.parse_args()
     folder = tempfile.mkdtemp(prefix="bench-read-order-")
     facts = machine_facts(folder, ["numpy", "numcodecs"])
@@ -117,9 +118,13 @@ def main() -> None:
             + "\n".join(f"- {k}: {v}" for k, v in facts.items())
             + f"\n- load average at end: {os.getloadavg()[0]:.2f}\n"
         )
-        with open(RESULTS, "w") as f:
-            f.write(text)
-        print(text)
+        result = {
+            "shape_zyx": args.shape, "clevel": args.clevel, "rounds": args.rounds, "frames": len(frames),
+            "runs": len(runs), "stored_bytes": stored, "raw_bytes": volume.nbytes,
+            "seconds": {name: [t for t, _ in times[name]] for name in cases},
+            "load_average": {name: [lo for _, lo in times[name]] for name in cases}, "machine": facts,
+        }
+        write_results(args.results, "read_order", result, [text])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -431,7 +431,7 @@ class Directory:
         compress and commit it, so a single producer loop uses every core.
         Such blocks are committed when :meth:`flush` or :meth:`close` returns
         (as with the original blockfs's writer processes). At most
-        ``min(queue_depth, 2 x workers)`` blocks wait at a time; when none
+        ``min(queue_depth, 4 x workers)`` blocks wait at a time; when none
         more may, the calling thread compresses and commits the block itself
         (committed on return; see :mod:`.async_writer`). Other processes (pool workers,
         forked or spawned, even when they run this call themselves) are
@@ -454,7 +454,7 @@ class Directory:
             return None
         if self._writer is None or self._writer.pid != os.getpid():
             workers = max(1, len(os.sched_getaffinity(0)) - 1)  # the producer compresses too (caller runs)
-            self._writer = AsyncBlockWriter(self._commit_block, workers, min(self._writer_depth, 2 * workers))
+            self._writer = AsyncBlockWriter(self._commit_block, workers, min(self._writer_depth, 4 * workers))
         return self._writer
 
     def _started_writer(self) -> AsyncBlockWriter | None:
