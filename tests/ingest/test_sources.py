@@ -284,6 +284,56 @@ def test_stack_checked_then_pickled_still_checks_changed_planes(tmp_path: Path) 
         pickle.loads(pickle.dumps(src)).read(0, 2, 0, 1)
 
 
+def test_stack_headers_like_the_first_are_not_parsed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vol = _volume()
+    paths = _write_stack(tmp_path, vol, description="plane 0")  # same header bytes in every file
+    tifffile.imwrite(paths[3], vol[3], description="plane 3")  # same size, other bytes where tifffile reads
+    tifffile.imwrite(paths[5], vol[5], description="plane 5 is longer")  # another size
+    opened: list[str] = []
+    real = tifffile.TiffFile
+
+    def counting(arg: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(getattr(arg, "name", arg)))
+        return real(arg, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "TiffFile", counting)
+    src = open_source(str(tmp_path / "img_*.tif"))
+    opened.clear()
+    src.check(n_threads=1)
+    assert [Path(p).name for p in opened] == ["img_0.tif", "img_3.tif", "img_5.tif"]
+    _assert_reads(src, vol)
+    tifffile.imwrite(paths[6], vol[6, :, :-1], description="plane 0")  # the header differs: parsed, rejected
+    with pytest.raises(SourceError, match=r"img_6\.tif: plane z=6 has shape \(y, x\) = \(37, 28\)"):
+        src.read(6, 7, 0, 1)
+
+
+def test_header_record_matches_files_tifffile_would_parse_alike(tmp_path: Path) -> None:
+    import io
+
+    from blockfs_tasks.ingest.sources.tiff_headers import ReadLog
+
+    vol = _volume()
+    a, b, c = tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tiff"
+    tifffile.imwrite(a, vol[0], description="same")
+    with io.FileIO(a) as fh:
+        log = ReadLog(fh)
+        with tifffile.TiffFile(log) as tf:
+            offsets = tf.pages[0].dataoffsets
+        record = log.record(os.path.getsize(a))
+    assert log.complete and record.spans and all(at < offsets[0] for at, _ in record.spans)
+    tifffile.imwrite(b, vol[1], description="same")  # other pixels, same header
+    with io.FileIO(b) as fh:
+        assert record.matches(fh, os.path.getsize(b))
+        assert not record.matches(fh, os.path.getsize(b) + 1)
+    raw = bytearray(a.read_bytes())
+    at, data = record.spans[-1]
+    raw[at + len(data) - 1] ^= 1  # one byte tifffile read
+    b.write_bytes(bytes(raw))
+    c.write_bytes(a.read_bytes())  # the same bytes, another extension
+    with io.FileIO(b) as fb, io.FileIO(c) as fc:
+        assert not record.matches(fb, len(raw)) and not record.matches(fc, len(raw))
+
+
 # ------------------------------------------------------------------ 3D TIFF
 @pytest.mark.parametrize(
     "kwargs",

@@ -44,7 +44,8 @@ them. Every bad input raises :class:`~blockfs_tasks.ingest.errors.SourceError`
 naming the file and the problem.
 
 The package holds one module per job: :mod:`.base` (the :class:`Source` base
-class and shared checks), :mod:`.tiff` (``tiff-stack`` and ``tiff-3d``),
+class and shared checks), :mod:`.tiff` (``tiff-stack`` and ``tiff-3d``;
+:mod:`.tiff_headers` knows a plane with the header of one already parsed),
 :mod:`.hdf5`, :mod:`.zarr_array` (``zarr``), :mod:`.npy` and :mod:`.synthetic`;
 this module parses source strings (:func:`open_source`) and checks declared
 extents (:func:`check_extent`).

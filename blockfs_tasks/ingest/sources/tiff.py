@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from ...core.optional import require
 from ..errors import SourceError
 from .base import Source, check_dtype
+from .tiff_headers import HeaderRecord, ReadLog
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,12 @@ ByteOrder = Literal["<", ">"]
 _JPEG_COMPRESSIONS = frozenset({6, 7, 34892, 33007})
 
 
-def _open_tiff(path: str, fh: io.FileIO | None = None) -> Any:
+def _open_tiff(path: str, fh: io.FileIO | ReadLog | None = None) -> Any:
     """Open a TIFF file (``fh``: already open on ``path``); every failure becomes a SourceError naming it."""
     tifffile = require("tifffile", extra=None, purpose="Reading a TIFF source")
     try:
+        if fh is not None:
+            fh.seek(0)  # tifffile takes a stream's position for the start of the TIFF
         return tifffile.TiffFile(path if fh is None else fh)
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
@@ -205,6 +208,16 @@ class _PlaneLayout:
     #: without gaps (read with one positioned read per row range); None: read through tifffile.
     offset: int | None
     byteorder: ByteOrder
+    #: Where the image data ends (beyond the file's size: a truncated plane).
+    end: int
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The first plane parsed: what tifffile read of it, and its layout."""
+
+    header: HeaderRecord
+    layout: _PlaneLayout
 
 
 class TiffStackSource(Source):
@@ -212,10 +225,12 @@ class TiffStackSource(Source):
 
     The first plane gives the (y, x) shape and the dtype; every plane read is
     checked against them, so a stray plane fails the read that touches it.
-    A plane's header is parsed once per source (by :meth:`check` or its first
-    read) while the file is unchanged (same inode, size, mtime and ctime):
-    rows of an uncompressed plane are then read straight into the returned
-    array with one positioned read.
+    A plane's header is examined once per source (by :meth:`check` or its
+    first read) while the file is unchanged (same inode, size, mtime and
+    ctime): rows of an uncompressed plane are then read straight into the
+    returned array with one positioned read. A plane whose size and bytes
+    equal the first parsed plane's wherever tifffile read that one is known
+    to parse the same way and is not parsed again (see :mod:`.tiff_headers`).
     """
 
     kind = "tiff-stack"
@@ -224,6 +239,7 @@ class TiffStackSource(Source):
         super().__init__(pattern)
         self.files = _stack_files(pattern)
         self._layouts: dict[int, _PlaneLayout] = {}
+        self._reference: _Reference | None = None
         first = self.files[0]
         with _open_tiff(first) as tf:
             page = _plane_page(tf, first)
@@ -277,31 +293,39 @@ class TiffStackSource(Source):
         except OSError as e:
             raise SourceError(f"{path}: cannot open the plane file ({e})") from e
 
-    def _parse_plane(self, z: int, fh: io.FileIO, stamp: Stamp) -> tuple[Any, Any, _PlaneLayout]:
-        """Open plane ``z`` (``fh``) with tifffile, check its page, keep its layout; return (TiffFile, page, layout)."""
-        tf = _open_tiff(self.files[z], fh)
-        try:
-            page = self._matching_page(tf, z)
-        except BaseException:
-            tf.close()
-            raise
-        layout = _PlaneLayout(stamp, _contiguous_offset(page, self.dtype.itemsize), tf.byteorder)
+    def _examine(self, z: int, fh: io.FileIO, stamp: Stamp) -> _PlaneLayout:
+        """Plane ``z``'s layout (``fh``: the plane file, ``stamp``: its identity), checked against the stack.
+
+        Parsed by tifffile and checked (one page, shape, dtype), unless the file
+        has the first parsed plane's size and bytes wherever tifffile read that
+        one: then tifffile would find the same, and its layout is taken.
+        """
+        ref = self._reference
+        if ref is not None and ref.header.matches(fh, stamp[2]):
+            layout = replace(ref.layout, stamp=stamp)
+        else:
+            log = ReadLog(fh)
+            with _open_tiff(self.files[z], log) as tf:
+                page = self._matching_page(tf, z)
+                end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
+                offset = _contiguous_offset(page, self.dtype.itemsize)
+                layout = _PlaneLayout(stamp, offset, tf.byteorder, int(end))
+            if ref is None and log.complete:
+                self._reference = _Reference(log.record(stamp[2]), layout)
         self._layouts[z] = layout
-        return tf, page, layout
+        return layout
 
     def _check_plane(self, z: int) -> None:
         path = self.files[z]
         with self._open_plane(z) as fh:
-            st = os.fstat(fh.fileno())
-            tf, page, _ = self._parse_plane(z, fh, _stamp(st))
-            with tf:
-                end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)), default=0)
-            if end > st.st_size:
-                self._layouts.pop(z, None)
-                raise SourceError(
-                    f"{path}: plane z={z} is truncated: its image data ends at byte {end}, "
-                    f"the file has {st.st_size} bytes"
-                )
+            stamp = _stamp(os.fstat(fh.fileno()))
+            layout = self._examine(z, fh, stamp)
+        if layout.end > stamp[2]:
+            self._layouts.pop(z, None)
+            raise SourceError(
+                f"{path}: plane z={z} is truncated: its image data ends at byte {layout.end}, "
+                f"the file has {stamp[2]} bytes"
+            )
 
     def _read(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
         nx = self.shape[2]
@@ -316,15 +340,15 @@ class TiffStackSource(Source):
         with self._open_plane(z) as fh:
             stamp = _stamp(os.fstat(fh.fileno()))
             layout = self._layouts.get(z)
-            if layout is None or layout.stamp != stamp or layout.offset is None:
-                # First read, a changed file, or a layout tifffile decodes (strips or tiles covering the rows).
-                tf, page, layout = self._parse_plane(z, fh, stamp)
-                with tf:
-                    if layout.offset is None:
-                        _read_page_region(
-                            tf.filehandle, nullcontext(), page, tf.byteorder, 0, 1, y0, y1, out[np.newaxis], path
-                        )
-                        return
+            if layout is None or layout.stamp != stamp:  # first read, or the file changed
+                layout = self._examine(z, fh, stamp)
+            if layout.offset is None:  # compressed, tiled or scattered: decode the strips or tiles of the rows
+                with _open_tiff(path, fh) as tf:
+                    page = self._matching_page(tf, z)
+                    _read_page_region(
+                        tf.filehandle, nullcontext(), page, tf.byteorder, 0, 1, y0, y1, out[np.newaxis], path
+                    )
+                return
             row = out.shape[1] * out.itemsize
             _read_into(fh, layout.offset + y0 * row, out, path, f"rows [{y0}, {y1})")
         _to_native(out, layout.byteorder)
