@@ -170,12 +170,17 @@ class SlabWriter:
         self._fd = -1
         self._offset = 0
         self._pieces: list[dict[str, Any]] = []
+        self._abandoned = False
 
     def add(self, z0: int, z1: int, y0: int, y1: int, data: np.ndarray) -> None:
         """Reduce the piece ``[z0, z1) x [y0, y1)`` (level-0 voxels, all of x) and append it."""
         sx, sy, sz = self.prereduce.step_xyz
-        if z0 % sz or y0 % sy:
-            raise ConfigurationError(f"{self.path}: piece at z={z0}, y={y0} is not aligned to the steps {(sx, sy, sz)}")
+        if self._abandoned:
+            return
+        if z0 % sz or y0 % sy:  # a window would straddle two pieces: no slab, Downsample decodes level 0
+            logger.info("%s: piece at z=%d, y=%d is off the steps %s; no slab", self.path, z0, y0, (sx, sy, sz))
+            self._abandoned = True
+            return
         level = REDUCERS[self.prereduce.mode](np.asarray(data, self.spec.dtype), self.prereduce.step_zyx)
         if self._fd < 0:
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -191,6 +196,9 @@ class SlabWriter:
 
     def commit(self) -> None:
         """Append the footer and publish the slab (no fsync: a cache whose torn copy fails its checks)."""
+        if self._abandoned:
+            self.abort()
+            return
         if self._fd < 0:
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         footer = json.dumps(

@@ -20,6 +20,8 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from blockfs_tasks.core import Directory
+from blockfs_tasks.core.format import VolumeSpec
+from blockfs_tasks.core.grid import BlockGrid
 from blockfs_tasks.core.naming import block_file_number
 from blockfs_tasks.pyramid import Pyramid, build_pyramid
 from blockfs_tasks.pyramid.prereduce import Level1Slabs, Prereduce, SlabWriter, slab_files, slab_name
@@ -186,3 +188,14 @@ def test_kill_during_ingest_with_slabs_then_rerun_gives_identical_files(tmp_path
     assert len(reference) > 4 and killed == reference
     assert glob.glob(f"{dest}.*.level1") == []
     np.testing.assert_array_equal(Directory.open(dest)[:], np.load(tmp_path / "src.npy"))
+
+
+def test_a_piece_off_the_steps_gives_no_slab_and_no_error(tmp_path: Path):
+    """Ingest never fails for its cache: a piece a window would straddle abandons the slab."""
+    data = np.arange(6 * 4 * 4, dtype=np.uint16).reshape(6, 4, 4)
+    spec = VolumeSpec(BlockGrid((4, 4, 6), (4, 4, 2)), np.dtype(np.uint16))
+    writer = SlabWriter(str(tmp_path / "v.blockfs"), 0, spec, Prereduce("mean", (2, 2, 2)))
+    writer.add(0, 2, 0, 4, data[0:2])
+    writer.add(3, 6, 0, 4, data[3:6])  # starts on an odd plane
+    writer.commit()
+    assert slab_files(str(tmp_path / "v.blockfs")) == [] and os.listdir(tmp_path) == []
