@@ -192,3 +192,32 @@ def test_run_left_half_done_under_the_old_min_tasks_default_finishes(tmp_path: P
     assert not any(t.complete() for t in task.requires())  # fragments of the old plan are not taken for these
     assert build(task).status == LuigiStatusCode.SUCCESS
     np.testing.assert_array_equal(Directory.open(dest)[:], data)
+
+
+def test_tiff_stack_killed_with_forked_workers_resumes_to_identical_bytes(tmp_path: Path):
+    """Two forked workers sharing the planner's source: kill -9 after some batches, rerun, same files."""
+    import glob
+    import subprocess
+
+    import tifffile
+
+    from .conftest import kill_when, luigi_command, luigi_env, write_config
+
+    data = volume_array((64, 96, 80))  # 16-voxel blocks: 4 z rows of 6 block rows -> 8 batches
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"img_{z}.tif", plane)
+    cfg = luigi_env(write_config(tmp_path / "test.cfg", {"blockfs": {"block_size": 16}}))
+
+    def args(dest: Path) -> list[str]:
+        return luigi_command("BuildDirectory", "--source", str(tmp_path / "img_*.tif"), "--dest", str(dest),
+                             "--local-scheduler", "--workers", "2")
+
+    reference, dest = tmp_path / "ref" / "v.blockfs", tmp_path / "run" / "v.blockfs"
+    subprocess.run(args(reference), env=cfg, capture_output=True, timeout=300, check=True)
+    kill_when(args(dest), cfg, lambda: len(glob.glob(f"{dest}.*.fragment")) >= 3)
+    assert not dest.exists()
+    subprocess.run(args(dest), env=cfg, capture_output=True, timeout=300, check=True)
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(p.name for p in reference.parent.iterdir())
+    for path in reference.parent.iterdir():
+        assert (dest.parent / path.name).read_bytes() == path.read_bytes(), path.name
+    np.testing.assert_array_equal(Directory.open(dest)[:], data)
