@@ -29,9 +29,10 @@ before it stay committed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -118,3 +119,25 @@ class AsyncBlockWriter:
             self.flush()
         finally:
             self._pool.shutdown()
+
+
+def write_through(commit: Commit, checked: Iterable[tuple[int, np.ndarray, str, bool]], n_threads: int) -> int:
+    """Commit every ``(position, block, where, owned)`` of ``checked`` on ``n_threads`` threads, the caller's included.
+
+    ``n_threads - 1`` workers take blocks while they have room, the calling
+    thread compresses the rest (see :class:`AsyncBlockWriter`); returns once
+    every block is committed, with the count. On an error the blocks already
+    queued are still committed, then the error is raised.
+    """
+    writer = AsyncBlockWriter(commit, n_threads - 1, 4 * (n_threads - 1))
+    n = 0
+    try:
+        for position, block, where, owned in checked:
+            writer.submit(position, block, where, owned)
+            n += 1
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error in flight is the one to raise
+            writer.close()
+        raise
+    writer.close()
+    return n

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import format as fmt
 from . import session as sessions
-from .async_writer import AsyncBlockWriter
+from .async_writer import AsyncBlockWriter, write_through
 from .atomic import fsync_folder, fsync_path, sweep_temporaries, write_atomically
 from .blockfile import BlockFileReader, process_appenders
 from .bytesource import ByteSource, LocalSource, is_remote, join_url, local_path, open_source
@@ -55,7 +55,6 @@ from .journal import JournalReplay, journal_files, read_journal, remove_journals
 from .merge import IndexMerger
 from .naming import resolve_block_path, version_files, volume_files
 from .paged_index import PagedIndex
-from .parallel import bounded_map
 from .region import AxisRange, normalize_key, read_region
 from .remote_region import region_frames
 
@@ -515,14 +514,29 @@ class Directory:
     ) -> int:
         """Write ``(block, x, y, z)`` items with ``n_threads`` compressing threads; return the count.
 
-        Blosc releases the GIL, so threads compress in parallel; at most twice
-        ``n_threads`` blocks are in flight, so memory stays bounded.
+        Blosc releases the GIL, so threads compress in parallel: ``n_threads -
+        1`` workers and the calling thread, which also checks each block (see
+        :mod:`.async_writer`); at most ``4 x (n_threads - 1)`` blocks are
+        queued, so memory stays bounded. Every block is committed on return.
         """
-        n = 0
         self._check_writable()
-        for _ in bounded_map(lambda item: self._write_now(*item), blocks, n_threads or os.cpu_count() or 1):
+        threads = n_threads or os.cpu_count() or 1
+        if threads > 1:  # the calling thread compresses too (caller runs, see .async_writer)
+            return write_through(self._commit_block, self._checked(blocks), threads)
+        n = 0
+        for block, x, y, z in blocks:
+            self._write_now(block, x, y, z)
             n += 1
         return n
+
+    def _checked(
+        self, blocks: Iterable[tuple[np.ndarray, int, int, int]]
+    ) -> Iterator[tuple[int, np.ndarray, str, bool]]:
+        """``(position, block ready to encode, where, owned)`` of each ``(block, x, y, z)``, checked."""
+        for block, x, y, z in blocks:
+            where = f"{self.directory_filename}: block at (x, y, z) = ({x}, {y}, {z})"
+            position, stored = check_block(self.spec, block, x, y, z, where)
+            yield position, stored, where, not np.may_share_memory(stored, block)
 
     def close(self) -> None:
         """Commit every block written so far into the directory file, and end the session.

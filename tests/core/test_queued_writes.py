@@ -163,3 +163,23 @@ def test_the_caller_compresses_when_every_worker_is_busy() -> None:
     release.set()
     writer.close()
     assert committed[1][:2] == (0, 5) and committed[1][2] != threading.get_ident()
+
+
+def test_write_blocks_from_a_generator_that_reuses_one_buffer(tmp_path: Path) -> None:
+    """write_blocks queues copies (the caller compresses the rest itself): a reused buffer loses nothing."""
+    path = tmp_path / "v.blockfs"
+    d = Directory(64, 64, 48, np.uint16, path, 16, 16, 16)
+    d.create()
+    buffer = np.empty((16, 16, 16), np.uint16)
+
+    def items():  # one array for every block, rewritten as soon as write_blocks asks for the next
+        for x, y, z in d.grid.origins():
+            buffer[...] = block(x, y, z)
+            yield buffer, x, y, z
+
+    assert d.write_blocks(items(), n_threads=3) == 48
+    d.close()
+    r = Directory.open(path)
+    assert len(r) == 48
+    for x, y, z in r.grid.origins():
+        assert same(r.read_block(x, y, z), block(x, y, z))
