@@ -73,7 +73,7 @@ def read_pieces(
     task reuse the memory of the pieces it is done with (a forked worker
     pays for every page it touches first) and start compressing soon.
     """
-    bx, by, bz = grid.block_xyz
+    _, by, bz = grid.block_xyz
     row_bytes = bz * by * grid.extent_xyz[0] * itemsize  # one block row of a unit, at most
     pieces = []
     for unit in units:
