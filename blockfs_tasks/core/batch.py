@@ -14,6 +14,7 @@ size of the index) and publishes it atomically.
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import json
 import logging
@@ -26,17 +27,18 @@ import numpy as np
 from . import format as fmt
 from .atomic import fsync_folder, temporary_name, write_all, write_atomically
 from .codec import checksum
+from .directory_file import read_directory
 from .encode import encode_block
 from .errors import FormatError, VolumeHasVersionsError
 from .fragment import read_fragment_header
 from .merge import IndexMerger, check_block_file_holds
-from .naming import block_file_name, fragment_name, version_files
+from .naming import FRAGMENT_SUFFIX, block_file_name, block_file_number, fragment_name, version_files
 from .parallel import bounded_map
 from .writeback import Writeback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchWriter", "batch_complete", "build_directory", "read_fragment_header"]
+__all__ = ["BatchWriter", "batch_complete", "build_directory", "read_fragment_header", "remove_other_batches"]
 
 
 class BatchWriter:
@@ -196,3 +198,38 @@ def build_directory(
     index = merger.index
     write_atomically(directory_path, [fmt.encode_directory_header(spec, merger.block_names, index), index.data])
     return int(np.count_nonzero(index["file"]))
+
+
+def remove_other_batches(directory_path: str, numbers: Iterable[int]) -> list[int]:
+    """Remove the committed batches beside a built volume that are not among ``numbers``; return theirs.
+
+    Call it once the directory file built from batches ``numbers`` is
+    published: a batch committed under another plan (a run stopped before a
+    default changed how the volume is cut, a smaller rerun) is then named by
+    no directory. Its fragment goes first (the checkpoint), then its block
+    file. Left alone: block files without a fragment (a live writer's, which
+    has a journal), anything the published directory names, and every file
+    of a volume with versions (commits may name any block file).
+    """
+    directory_path = os.path.abspath(directory_path)
+    if version_files(directory_path):
+        return []
+    keep = {int(n) for n in numbers}
+    named = set(read_directory(directory_path).block_files)
+    folder, base = os.path.split(directory_path)
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(FRAGMENT_SUFFIX):
+            continue
+        block = os.path.join(folder, name[: -len(FRAGMENT_SUFFIX)])
+        number = block_file_number(directory_path, block)
+        if number is None or number in keep or os.path.basename(block) in named:
+            continue
+        os.unlink(os.path.join(folder, name))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(block)
+        removed.append(number)
+    if removed:
+        fsync_folder(folder)
+        logger.info("%s: removed %d batches of another plan (%s)", base, len(removed), removed)
+    return removed

@@ -14,7 +14,9 @@ A user pipeline writes straight into blockfs by subclassing
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import cached_property
@@ -25,7 +27,7 @@ import numpy as np
 from luigi.freezing import recursively_unfreeze
 
 from ..core.atomic import sweep_temporaries
-from ..core.batch import build_directory
+from ..core.batch import build_directory, remove_other_batches
 from ..core.bytesource import is_remote
 from ..core.errors import ConfigurationError
 from ..core.format import VolumeSpec
@@ -33,7 +35,7 @@ from ..core.provenance import processing_step, with_step
 from ..ingest.planning import BatchPlan, pipeline_codec, plan_batches, plan_volume
 from ..ingest.sources import Source, check_extent, open_source
 from ..ingest.write import batch_blocks, write_batch_blocks
-from ..pyramid.prereduce import level1_slab
+from ..pyramid.prereduce import level1_slab, slab_name
 from .config import blockfs, ingest, io_resources
 from .progress import TaskProgress
 from .remote import (
@@ -294,6 +296,14 @@ class BuildDirectory(BuildVolume):
 
     def requires(self) -> list[WriteBlockBatch]:
         return self._batches
+
+    def run(self) -> None:
+        super().run()
+        dest = local_or_url(self.dest)
+        if not is_remote(dest):  # batches an earlier plan committed (e.g. before [ingest] min_tasks changed)
+            for number in remove_other_batches(dest, self.batch_numbers()):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(slab_name(os.path.abspath(dest), number))
 
     def provenance_sources(self) -> list[str]:
         return [self.source]

@@ -10,7 +10,7 @@ import pytest
 
 from blockfs_tasks.core import Directory
 from blockfs_tasks.core import format as fmt
-from blockfs_tasks.core.batch import BatchWriter, batch_complete, build_directory
+from blockfs_tasks.core.batch import BatchWriter, batch_complete, build_directory, remove_other_batches
 from blockfs_tasks.core.codec import BlockCodec, checksum
 from blockfs_tasks.core.errors import (
     BlockDTypeError,
@@ -230,3 +230,30 @@ def test_index_merger_newest_wins_and_checks_positions() -> None:
     merger.apply(entries((2, 7, 30, 5)), "here")
     merger.drop_unused_names()
     assert merger.block_names == ["v.blockfs.7"] and set(merger.index["file"][[1, 2]]) == {1}
+
+
+def test_batches_of_another_plan_are_removed_once_the_directory_is_built(tmp_path: Path) -> None:
+    """Only committed batches named by no directory go: a live writer's block file and the volume stay."""
+    path = tmp_path / "v.blockfs"
+    blocks = write_batch(path, 0, [(0, 0, 0)]) | write_batch(path, 1, [(4, 0, 0)])
+    write_batch(path, 5, [(0, 4, 0)])  # committed under another plan: not part of this build
+    live = Path(block_file_name(str(path), 6))
+    live.write_bytes(b"")  # a live writer's block file (it has a journal, never a fragment)
+    build_directory(str(path), SPEC, [0, 1])
+    assert remove_other_batches(str(path), [0, 1]) == [5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "v.blockfs", "v.blockfs.0", "v.blockfs.0.fragment", "v.blockfs.1", "v.blockfs.1.fragment", "v.blockfs.6",
+    ]
+    d = Directory.open(path)
+    assert all(same(d.read_block(*o), b) for o, b in blocks.items())
+    assert remove_other_batches(str(path), [0, 1]) == []
+
+
+def test_no_batch_is_removed_beside_a_volume_with_versions(tmp_path: Path) -> None:
+    path = tmp_path / "v.blockfs"
+    write_batch(path, 0, [(0, 0, 0)])
+    write_batch(path, 3, [(4, 0, 0)])
+    build_directory(str(path), SPEC, [0])
+    Path(f"{path}.HEAD").write_text("main\n")  # any version file: commits may name any block file
+    assert remove_other_batches(str(path), [0]) == []
+    assert Path(fragment_name(str(path), 3)).exists()
