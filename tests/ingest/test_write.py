@@ -48,6 +48,7 @@ SCRIPT = """
 def test_script_ingest_without_luigi_equals_the_luigi_run(tmp_path: Path) -> None:
     import luigi
     from luigi.execution_summary import LuigiStatusCode
+    from tasks.conftest import luigi_settings  # tests/ is on sys.path (rootdir import mode)
 
     from blockfs_tasks.tasks import BuildDirectory
 
@@ -61,19 +62,9 @@ def test_script_ingest_without_luigi_equals_the_luigi_run(tmp_path: Path) -> Non
     n_fragments, luigi_modules = done.stdout.split(maxsplit=1)
     assert int(n_fragments) > 1 and luigi_modules.strip() == "[]"
 
-    config = luigi.configuration.get_config()
-    saved = config.get("blockfs", "block_size", None)
-    config.set("blockfs", "block_size", "16")
-    luigi.task_register.Register.clear_instance_cache()
-    try:
+    with luigi_settings({("blockfs", "block_size"): 16}):
         task = BuildDirectory(source=source, dest=str(tmp_path / "luigi.blockfs"))
         result = luigi.build([task], local_scheduler=True, detailed_summary=True, workers=1, log_level="WARNING")
-    finally:
-        if saved is None:
-            config.remove_option("blockfs", "block_size")
-        else:
-            config.set("blockfs", "block_size", saved)
-        luigi.task_register.Register.clear_instance_cache()
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
 
     plain, by_luigi = Directory.open(tmp_path / "plain.blockfs"), Directory.open(tmp_path / "luigi.blockfs")

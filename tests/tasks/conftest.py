@@ -1,7 +1,8 @@
-"""Helpers to run the real `luigi` and `luigid` commands of this environment."""
+"""Helpers to run the real `luigi` and `luigid` commands of this environment, and to set luigi options in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import luigi
 import pytest
 
 BIN = os.path.dirname(sys.executable)
@@ -24,6 +26,39 @@ def executable(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed next to {sys.executable}")
     return path
+
+
+#: ``set(section, option, value)``: sets one luigi option until the ``luigi_settings`` block ends.
+Setter = Callable[[str, str, object], None]
+
+
+@contextlib.contextmanager
+def luigi_settings(values: dict[tuple[str, str], object] | None = None) -> Iterator[Setter]:
+    """Set luigi options of this process for a block of a test: ``values`` first, then what the setter gets.
+
+    Every option set is restored (or removed) when the block ends, and luigi's
+    task instance cache is cleared each time, so tasks are planned with the
+    options in force.
+    """
+    config = luigi.configuration.get_config()
+    saved: dict[tuple[str, str], str | None] = {}
+
+    def set_(section: str, option: str, value: object) -> None:
+        saved.setdefault((section, option), config.get(section, option, None))
+        config.set(section, option, str(value))
+        luigi.task_register.Register.clear_instance_cache()
+
+    try:
+        for (section, option), value in (values or {}).items():
+            set_(section, option, value)
+        yield set_
+    finally:
+        for (section, option), value in saved.items():
+            if value is None:
+                config.remove_option(section, option)
+            else:
+                config.set(section, option, value)
+        luigi.task_register.Register.clear_instance_cache()
 
 
 def write_config(path: Path, sections: dict[str, dict[str, object]]) -> Path:

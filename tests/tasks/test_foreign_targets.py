@@ -22,30 +22,16 @@ from luigi.execution_summary import LuigiStatusCode
 from blockfs_tasks.core.errors import OutputExistsError
 from blockfs_tasks.tasks import BuildDirectory, Downsample, ExportTiff, ExportTiffSlab
 
-from .conftest import luigi_command
+from .conftest import Setter, luigi_command, luigi_settings
 
 SOURCE = "synthetic:20x40x48"
 
 
 @pytest.fixture
-def settings() -> Iterator[callable]:
+def settings() -> Iterator[Setter]:
     """set(section, key, value) for the test; every value set is restored after it."""
-    config = luigi.configuration.get_config()
-    saved: dict[tuple[str, str], str | None] = {}
-
-    def set_(section: str, key: str, value: object) -> None:
-        saved.setdefault((section, key), config.get(section, key, None))
-        config.set(section, key, str(value))
-        luigi.task_register.Register.clear_instance_cache()
-
-    set_("blockfs", "block_size", 16)
-    yield set_
-    for (section, key), value in saved.items():
-        if value is None:
-            config.remove_option(section, key)
-        else:
-            config.set(section, key, value)
-    luigi.task_register.Register.clear_instance_cache()
+    with luigi_settings({("blockfs", "block_size"): 16}) as set_:
+        yield set_
 
 
 def build(task: luigi.Task) -> luigi.execution_summary.LuigiRunResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import luigi
@@ -14,22 +15,14 @@ from blockfs_tasks.core import Directory, FormatError, MissingFileError
 from blockfs_tasks.core.batch import build_directory
 from blockfs_tasks.tasks import BuildDirectory, WriteBlockBatch
 
+from .conftest import Setter, luigi_settings
+
 
 @pytest.fixture
-def small_blocks():
-    """Run with 16-voxel blocks and at most 5 tasks (several z rows per batch)."""
-    config = luigi.configuration.get_config()
-    saved = {(s, k): config.get(s, k, None) for s, k in [("blockfs", "block_size"), ("ingest", "target_tasks")]}
-    config.set("blockfs", "block_size", "16")
-    config.set("ingest", "target_tasks", "5")
-    luigi.task_register.Register.clear_instance_cache()
-    yield
-    luigi.task_register.Register.clear_instance_cache()
-    for (s, k), v in saved.items():
-        if v is None:
-            config.remove_option(s, k)
-        else:
-            config.set(s, k, v)
+def small_blocks() -> Iterator[Setter]:
+    """Run with 16-voxel blocks and at most 5 tasks (several z rows per batch); yields a setter for more."""
+    with luigi_settings({("blockfs", "block_size"): 16, ("ingest", "target_tasks"): 5}) as set_:
+        yield set_
 
 
 def volume_array(shape=(37, 50, 70), dtype=np.uint16) -> np.ndarray:
@@ -173,19 +166,11 @@ def test_run_left_half_done_under_the_old_min_tasks_default_finishes(tmp_path: P
     data = volume_array((32, 256, 40))  # 16-voxel blocks: 2 z rows of 16 block rows
     np.save(tmp_path / "src.npy", data)
     source, dest = str(tmp_path / "src.npy"), tmp_path / "v.blockfs"
-    config = luigi.configuration.get_config()
-    saved = config.get("ingest", "min_tasks", None)
-    config.set("ingest", "target_tasks", "1000")  # small_blocks restores it
-    config.set("ingest", "min_tasks", "32")
-    try:
+    small_blocks("ingest", "target_tasks", 1000)
+    with luigi_settings({("ingest", "min_tasks"): 32}):
         old = BuildDirectory(source=source, dest=str(dest)).requires()
         assert len(old) == 32
         assert luigi.build(old[:20], local_scheduler=True, workers=1, log_level="WARNING")  # then it was stopped
-    finally:
-        if saved is None:
-            config.remove_option("ingest", "min_tasks")
-        else:
-            config.set("ingest", "min_tasks", saved)
     luigi.task_register.Register.clear_instance_cache()  # a new process plans again, with the shipped default
     task = BuildDirectory(source=source, dest=str(dest))
     assert len(task.requires()) == 8

@@ -27,7 +27,7 @@ from blockfs_tasks.pyramid import Pyramid, build_pyramid
 from blockfs_tasks.pyramid.prereduce import Level1Slabs, Prereduce, SlabWriter, slab_files, slab_name
 from blockfs_tasks.tasks import BuildDirectory, Downsample
 
-from .conftest import kill_when, luigi_command, luigi_env, write_config
+from .conftest import kill_when, luigi_command, luigi_env, luigi_settings, write_config
 
 SETTINGS = {
     ("blockfs", "block_size"): "16",
@@ -40,18 +40,8 @@ SETTINGS = {
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Path]:
     """16-voxel blocks, several ingest batches and pyramid tasks; the in-process luigi config restored after."""
-    config = luigi.configuration.get_config()
-    saved = {key: config.get(*key, None) for key in SETTINGS}
-    for (section, option), value in SETTINGS.items():
-        config.set(section, option, value)
-    luigi.task_register.Register.clear_instance_cache()
-    yield tmp_path
-    luigi.task_register.Register.clear_instance_cache()
-    for (section, option), value in saved.items():
-        if value is None:
-            config.remove_option(section, option)
-        else:
-            config.set(section, option, value)
+    with luigi_settings(SETTINGS):
+        yield tmp_path
 
 
 def build(task: luigi.Task) -> None:

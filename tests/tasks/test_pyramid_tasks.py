@@ -14,6 +14,8 @@ from blockfs_tasks.core import Directory
 from blockfs_tasks.pyramid import Pyramid, build_pyramid
 from blockfs_tasks.tasks import Downsample
 
+from .conftest import luigi_settings
+
 
 def test_downsample_tasks_match_plain_build(tmp_path: Path):
     data = np.random.default_rng(2).integers(0, 3000, (40, 70, 90)).astype(np.uint16)
@@ -21,11 +23,7 @@ def test_downsample_tasks_match_plain_build(tmp_path: Path):
     d.create()
     d.write_blocks((data[z : z + 16, y : y + 16, x : x + 16], x, y, z) for x, y, z in d.grid.origins())
     d.close()
-    config = luigi.configuration.get_config()
-    config.set("pyramid", "blocks_per_batch", "5")
-    config.set("pyramid", "resolution_nm", "[1.0, 1.0, 2.0]")
-    luigi.task_register.Register.clear_instance_cache()
-    try:
+    with luigi_settings({("pyramid", "blocks_per_batch"): 5, ("pyramid", "resolution_nm"): "[1.0, 1.0, 2.0]"}):
         task = Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"))
         result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
         assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
@@ -34,10 +32,6 @@ def test_downsample_tasks_match_plain_build(tmp_path: Path):
         luigi.build([Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"))],
                     local_scheduler=True, log_level="WARNING")
         assert {p: os.stat(p).st_mtime_ns for p in (tmp_path / "pyr").rglob("*")} == before
-    finally:
-        config.remove_option("pyramid", "blocks_per_batch")
-        config.remove_option("pyramid", "resolution_nm")
-        luigi.task_register.Register.clear_instance_cache()
 
     build_pyramid(str(tmp_path / "v.blockfs"), str(tmp_path / "plain"), resolution_nm_xyz=(1.0, 1.0, 2.0))
     luigi_pyr, plain = Pyramid.from_info(str(tmp_path / "pyr")), Pyramid.from_info(str(tmp_path / "plain"))

@@ -10,6 +10,8 @@ import numpy as np
 from blockfs_tasks.core import Directory
 from blockfs_tasks.tasks import BuildDirectory, BuildLevel, Downsample, DownsampleBatch
 
+from .conftest import luigi_settings
+
 
 def fresh() -> None:
     luigi.task_register.Register.clear_instance_cache()  # a new process plans again
@@ -34,10 +36,7 @@ def test_pyramid_ids_unique_and_stable(tmp_path: Path):
     d = Directory(320, 320, 160, np.uint16, tmp_path / "v.blockfs", 16, 16, 16)
     d.create()
     d.close()
-    config = luigi.configuration.get_config()
-    saved = config.get("pyramid", "blocks_per_batch", None)
-    config.set("pyramid", "blocks_per_batch", "3")
-    try:
+    with luigi_settings({("pyramid", "blocks_per_batch"): 3}):
         def plan() -> list[luigi.Task]:
             fresh()
             downsample = Downsample(volume=str(tmp_path / "v.blockfs"), out=str(tmp_path / "pyr"), min_tasks=8)
@@ -47,12 +46,6 @@ def test_pyramid_ids_unique_and_stable(tmp_path: Path):
             return levels + levels[0].requires()
 
         first, second = plan(), plan()
-    finally:
-        if saved is None:
-            config.remove_option("pyramid", "blocks_per_batch")
-        else:
-            config.set("pyramid", "blocks_per_batch", saved)
-        fresh()
     batches = [t for t in first if isinstance(t, DownsampleBatch)]
     assert len(batches) > 4
     assert [t.task_id for t in first] == [t.task_id for t in second]
