@@ -6,7 +6,6 @@ uncompressed pages are read row range by row range without decoding.
 
 from __future__ import annotations
 
-import functools
 import glob
 import io
 import logging
@@ -395,17 +394,14 @@ def _stack_files(pattern: str) -> list[str]:
     return list(natural_order(tuple(files)))
 
 
-@functools.lru_cache(maxsize=8)
 def natural_order(files: tuple[str, ...]) -> tuple[str, ...]:
     """``files`` in natsort's ``ns.PATH`` order (ties keep their given order).
 
-    Every batch task of a run opens the stack again, so this is cached: a
-    pure function of its argument (the listing, in the order it came), so
-    the cache changes no result, and forked workers inherit what the
-    planner sorted. When all files share one folder, their base names are
-    sorted instead: natsort compares paths component by component, so
-    identical folder components leave the base names to decide, in the same
-    order, at half the cost.
+    A run sorts once: the batch tasks share the planner's open source
+    (``WriteBlockBatch.share_source``). When all files share one folder,
+    their base names are sorted instead: natsort compares paths component by
+    component, so identical folder components leave the base names to
+    decide, in the same order, at half the cost.
     """
     import natsort
 
